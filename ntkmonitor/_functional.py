@@ -1,0 +1,272 @@
+"""A side-effect-free functional view of an ``nn.Module`` for kernel computations.
+
+:class:`FunctionalModel` splits the model's state into the differentiated parameters (the
+*primals*, selected by ``params=``) and constants (every other parameter, detached, and *copies*
+of the buffers), and evaluates ``torch.func.functional_call`` on them. The context manager
+:meth:`FunctionalModel.measuring` puts every submodule in eval mode (dropout off, BatchNorm on its
+running statistics), disables the fused Transformer fast path, forks the global RNG, leaves
+inference mode and enables grad; on exit everything is restored exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from . import _inputs
+from .errors import InputError, ModelCallError, ModelOutputError, ParameterSelectionError
+
+OutputFn = Callable[[Any], torch.Tensor]
+
+
+def _format_names(names: Sequence[str], limit: int = 40) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def select_parameters(model: nn.Module, params: Sequence[str] | str | None) -> list[str]:
+    """Names of the parameters the kernel is taken with respect to.
+
+    Args:
+        model: the module.
+        params: ``None`` for every parameter with ``requires_grad``; otherwise parameter names
+            and/or module-name prefixes (``"encoder"`` selects ``"encoder.0.weight"`` but not
+            ``"encoder2.weight"``). Explicitly named parameters are used even if frozen.
+
+    Returns:
+        Selected names, in the model's parameter order.
+    """
+    named = dict(model.named_parameters())
+    if params is None:
+        names = [n for n, p in named.items() if p.requires_grad]
+        if not names:
+            raise ParameterSelectionError(
+                "Expected the model to have at least one parameter with requires_grad=True, but got none "
+                f"(all {len(named)} parameters are frozen). Unfreeze some, or name them with params=[...]."
+            )
+        return names
+    if isinstance(params, str):
+        params = [params]
+    if not isinstance(params, (list, tuple)) or not all(isinstance(p, str) for p in params):
+        raise InputError(
+            f"Expected params to be None or a list of parameter names / module prefixes, but got {params!r}."
+        )
+    if len(params) == 0:
+        raise ParameterSelectionError("Expected params to name at least one parameter, but got an empty list.")
+    selected: set[str] = set()
+    unknown = []
+    for spec in params:
+        hits = [n for n in named if n == spec or n.startswith(spec + ".") or spec == ""]
+        if not hits:
+            unknown.append(spec)
+        selected.update(hits)
+    if unknown:
+        raise ParameterSelectionError(
+            f"Expected params to name parameters or module prefixes of the model, but got unknown "
+            f"{_format_names(unknown)}. Valid parameter names: {_format_names(list(named))}."
+        )
+    return [n for n in named if n in selected]
+
+
+def compute_dtype(model: nn.Module, names: Sequence[str], dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype the kernel is computed in: ``dtype`` or the parameters' dtype, at least float32."""
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise InputError(f"Expected dtype to be a floating torch.dtype such as torch.float64, but got {dtype!r}.")
+        return dtype
+    named = dict(model.named_parameters())
+    result = torch.float32
+    for n in names:
+        p = named[n]
+        if p.is_complex():
+            raise InputError(f"Expected real parameters, but {n!r} has dtype {p.dtype}.")
+        result = torch.promote_types(result, p.dtype)
+    return result
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What one forward pass on one example tells about the model.
+
+    Attributes:
+        num_outputs: ``k``, the flattened output size per example.
+        num_params: ``P``, the number of selected (differentiated) scalars.
+        flops_per_example: forward FLOPs for one example (0 when unknown).
+        activations_per_example: scalars produced by the forward pass of one example.
+    """
+
+    num_outputs: int
+    num_params: int
+    flops_per_example: float
+    activations_per_example: float
+
+
+class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the elements of every tensor an op produces (a proxy for activation memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.count += t.numel()
+        return out
+
+
+class FunctionalModel:
+    """The model as a pure function of its selected parameters.
+
+    Args:
+        model: the user's module; never modified (see :meth:`measuring`).
+        params: parameter selection, see :func:`select_parameters`.
+        dtype: computation dtype, see :func:`compute_dtype`.
+        output_fn: maps the model's raw output to a tensor ``(batch, ...)``.
+
+    Attributes:
+        names: selected parameter names.
+        primals: ``{name: tensor}`` of the selected parameters (detached; cast to ``dtype``).
+        constants: the other parameters (detached) and copies of the buffers.
+        device, dtype: where and in what the kernel is computed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Sequence[str] | str | None = None,
+        dtype: torch.dtype | None = None,
+        output_fn: OutputFn | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"Expected model to be a torch.nn.Module, but got {type(model).__name__}.")
+        if output_fn is not None and not callable(output_fn):
+            raise InputError(f"Expected output_fn to be callable, but got {type(output_fn).__name__}.")
+        self.model = model
+        self.output_fn = output_fn
+        self.names = select_parameters(model, params)
+        self.dtype = compute_dtype(model, self.names, dtype)
+        named = dict(model.named_parameters())
+        self.device = named[self.names[0]].device
+        selected = set(self.names)
+
+        def _const(t: torch.Tensor) -> torch.Tensor:
+            t = t.detach()
+            if t.is_floating_point() and t.dtype != self.dtype:
+                t = t.to(self.dtype)
+            return t
+
+        self.primals = {n: _const(named[n]) for n in self.names}
+        self.constants = {n: _const(p) for n, p in named.items() if n not in selected}
+        # Buffers are copied: a forward pass that writes to a buffer writes to the copy.
+        self.constants.update({n: _const(b).clone() for n, b in model.named_buffers()})
+        self.num_params = sum(p.numel() for p in self.primals.values())
+
+    # ------------------------------------------------------------------ evaluation
+    def __call__(self, primals: dict[str, torch.Tensor], x: _inputs.Batch) -> torch.Tensor:
+        """Evaluate the model: ``primals`` and a batch ``x`` -> outputs ``(batch, k)``."""
+        args, kwargs = _inputs.as_call(x)
+        out = functional_call(self.model, (primals, self.constants), args, kwargs)
+        return self._to_matrix(out)
+
+    def single(self, primals: dict[str, torch.Tensor], x: _inputs.Batch) -> torch.Tensor:
+        """Evaluate on one example without batch dimension (for ``vmap``): -> ``(k,)``."""
+        return self(primals, _inputs.tree_map(lambda t: t.unsqueeze(0), x))[0]
+
+    def _to_matrix(self, out: Any) -> torch.Tensor:
+        if self.output_fn is not None:
+            out = self.output_fn(out)
+            if not isinstance(out, torch.Tensor):
+                raise ModelOutputError(f"Expected output_fn to return a tensor, but it returned {type(out).__name__}.")
+        elif not isinstance(out, torch.Tensor):
+            raise ModelOutputError(
+                f"Expected the model to return a tensor, but it returned {type(out).__name__}. Pass "
+                "output_fn to select the output, e.g. output_fn=lambda out: out[0] for a tuple or "
+                "output_fn=lambda out: out['logits'] for a dict."
+            )
+        if not out.is_floating_point():
+            raise ModelOutputError(
+                f"Expected the model's output to be a floating-point tensor, but got dtype {out.dtype}. "
+                "The NTK needs differentiable outputs: return logits/scores, not labels or argmax indices."
+            )
+        if out.ndim == 0:
+            raise ModelOutputError(
+                "Expected the model's output to have a batch dimension, but got a 0-d tensor. The model "
+                "must map a batch (n, ...) to outputs (n,) or (n, k); do not reduce over the batch."
+            )
+        return out.reshape(out.shape[0], -1)
+
+    # ------------------------------------------------------------------ checks
+    def profile(self, x: _inputs.Batch, n: int, name: str = "x1") -> ModelProfile:
+        """Run the model once on one example (and check the batch) to learn ``k`` and the costs."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        one = _inputs.take(x, slice(0, 1))
+        counter = _ActivationCounter()
+        flops = 0.0
+        try:
+            with torch.no_grad():
+                try:
+                    with FlopCounterMode(display=False) as fc, counter:
+                        out1 = self(self.primals, one)
+                    flops = float(fc.get_total_flops())
+                except ModelOutputError:
+                    raise
+                except Exception:  # noqa: BLE001 - profiling is best effort; the real call follows
+                    out1 = self(self.primals, one)
+                    counter.count = 0
+                outn = self(self.primals, _inputs.take(x, slice(0, min(n, 2))))
+        except ModelOutputError:
+            raise
+        except Exception as err:
+            raise ModelCallError(
+                f"Calling the model on {name} ({_inputs.describe(x)}) failed: {type(err).__name__}: {err}. "
+                f"Check that {name} has the feature shape and dtype the model expects."
+            ) from err
+        if outn.shape[0] != min(n, 2):
+            raise ModelOutputError(
+                f"Expected the model's output to have the batch size {min(n, 2)} as first dimension, but got "
+                f"shape {tuple(outn.shape)}. The model must map a batch (n, ...) to outputs (n, ...)."
+            )
+        return ModelProfile(
+            num_outputs=out1.shape[1],
+            num_params=self.num_params,
+            flops_per_example=flops,
+            activations_per_example=float(counter.count),
+        )
+
+    # ------------------------------------------------------------------ context
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Eval-mode semantics, grad enabled, outside inference mode, RNG forked; all restored.
+
+        Attention runs on the composite "math" kernel of ``scaled_dot_product_attention`` (the fused
+        CPU/CUDA kernels support neither forward-mode AD nor ``vmap``), and the fused Transformer
+        fast path is off.
+        """
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        model = self.model
+        flags = [(m, m.training) for m in model.modules()]
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.random.fork_rng(devices=devices))
+                stack.enter_context(torch.inference_mode(False))
+                stack.enter_context(torch.enable_grad())
+                stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+                model.eval()
+                torch.backends.mha.set_fastpath_enabled(False)
+                yield
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+            for m, flag in flags:
+                m.training = flag

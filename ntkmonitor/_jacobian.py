@@ -1,0 +1,140 @@
+"""``method="jacobian"``: per-example Jacobians by ``vmap(jacrev)``, contracted per parameter tensor.
+
+Blocks: a block is a chunk of ``c`` examples and ``q`` outputs; its Jacobian holds ``c q P``
+scalars, at most half the memory budget, so that a row block and a column block fit together.
+Column blocks are cached when all of them fit in the other half (then every Jacobian is computed
+once); otherwise they are recomputed for each row block. For ``K(x1, x1)`` only pairs of blocks
+``(row, column)`` with ``row <= column`` are contracted and each is written to both halves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.func import jacrev, vmap
+
+from . import _inputs
+from ._problem import KernelMode, KernelProblem, chunks, positive_int
+
+Jacobian = dict[str, torch.Tensor]  # name -> (c, q, p)
+
+
+def _plan(problem: KernelProblem) -> tuple[int, int]:
+    """``(examples per block, outputs per block)``."""
+    k, P, size = problem.k, problem.fmodel.num_params, problem.itemsize
+    half = problem.budget / 2
+    n = max(problem.n1, problem.n2)
+    if problem.chunk_size is not None:
+        c = min(problem.chunk_size, n)
+        problem.check_fits(
+            2 * c * k * P * size,
+            f"two Jacobian blocks of chunk_size={problem.chunk_size} examples x {k} outputs x {P} parameters",
+            "Pass a smaller chunk_size, or chunk_size=None to size blocks automatically.",
+        )
+        return c, k
+    per_example = k * P * size
+    if per_example <= half:
+        return positive_int(half / per_example, n), k
+    # Even one example's Jacobian is over budget: chunk the outputs too.
+    q = positive_int(half / (P * size), k)
+    problem.check_fits(
+        2 * q * P * size,
+        f"a one-example, one-output Jacobian ({P} parameters)",
+        "Restrict the kernel to fewer parameters with params=[...], or use method='ntk_vp'.",
+    )
+    return 1, q
+
+
+def _jacobian(problem: KernelProblem, x: _inputs.Batch, ex: slice, out: slice) -> Jacobian:
+    fm = problem.fmodel
+
+    def f(primals: dict, xi: _inputs.Batch) -> torch.Tensor:
+        return fm.single(primals, xi)[out]
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))(fm.primals, _inputs.take(x, ex))
+    return {name: j.reshape(j.shape[0], j.shape[1], -1) for name, j in jac.items()}
+
+
+def _contract(j1: Jacobian, j2: Jacobian, mode: KernelMode) -> torch.Tensor:
+    """Contract two Jacobian blocks over parameters: trace ``(c1, c2)`` (sum over outputs, not yet
+    divided by ``k``), diagonal ``(c1, c2, q)``, full ``(c1, c2, q1, q2)``."""
+    total = None
+    for name, a in j1.items():
+        b = j2[name]
+        c1, q1, p = a.shape
+        c2, q2, _ = b.shape
+        if mode is KernelMode.TRACE:
+            blk = a.reshape(c1, q1 * p) @ b.reshape(c2, q2 * p).T
+        elif mode is KernelMode.DIAGONAL:
+            blk = torch.bmm(a.transpose(0, 1), b.permute(1, 2, 0)).permute(1, 2, 0)
+        else:
+            blk = (a.reshape(c1 * q1, p) @ b.reshape(c2 * q2, p).T).reshape(c1, q1, c2, q2).permute(0, 2, 1, 3)
+        total = blk if total is None else total.add_(blk)
+    return total
+
+
+class JacobianMethod:
+    """Jacobian contraction; see :class:`ntkmonitor.NTKMethod` for when to pick it."""
+
+    def cost(self, problem: KernelProblem) -> float:
+        """``3 [FP] k`` per Jacobian row built plus ``2 n1 n2 k P`` (``k^2`` in full mode) to contract."""
+        k, P = problem.k, problem.fmodel.num_params
+        fp = max(problem.profile.flops_per_example, 2.0 * P)
+        c, _ = _plan(problem)
+        cached = problem.n2 * k * P * problem.itemsize <= problem.budget / 2
+        row_blocks = math.ceil(problem.n1 / c)
+        if problem.symmetric:
+            built = problem.n1 if cached else problem.n1 * (row_blocks + 1) / 2
+        else:
+            built = problem.n1 + problem.n2 * (1 if cached else row_blocks)
+        sym = 0.5 if problem.symmetric else 1.0
+        kk = k * k if problem.mode is KernelMode.FULL else k
+        return 3 * fp * k * built + 2 * problem.n1 * problem.n2 * kk * P * sym
+
+    def compute(self, problem: KernelProblem) -> torch.Tensor:
+        """The kernel (both halves, also when symmetric)."""
+        c, q = _plan(problem)
+        mode, k = problem.mode, problem.k
+        out_chunks = chunks(k, q)
+        rows = [(ex, out) for out in out_chunks for ex in chunks(problem.n1, c)]
+        cols = rows if problem.symmetric else [(ex, out) for out in out_chunks for ex in chunks(problem.n2, c)]
+        col_bytes = problem.n2 * k * problem.fmodel.num_params * problem.itemsize
+        cache_cols = col_bytes <= problem.budget / 2
+        cache: dict[int, Jacobian] = {}
+
+        def col_jac(ci: int) -> Jacobian:
+            if ci in cache:
+                return cache[ci]
+            ex, out = cols[ci]
+            jac = _jacobian(problem, problem.xb, ex, out)
+            if cache_cols:
+                cache[ci] = jac
+            return jac
+
+        result = problem.new_result()
+        for ri, (ex1, out1) in enumerate(rows):
+            j1 = col_jac(ri) if problem.symmetric else _jacobian(problem, problem.x1, ex1, out1)
+            for ci, (ex2, out2) in enumerate(cols):
+                if mode is not KernelMode.FULL and out2 != out1:
+                    continue
+                if problem.symmetric and ci < ri:
+                    continue
+                j2 = j1 if (problem.symmetric and ci == ri) else col_jac(ci)
+                blk = _contract(j1, j2, mode)
+                mirror = problem.symmetric and ci != ri
+                if mode is KernelMode.TRACE:
+                    result[ex1, ex2] += blk
+                    if mirror:
+                        result[ex2, ex1] += blk.T
+                elif mode is KernelMode.DIAGONAL:
+                    result[ex1, ex2, out1] = blk
+                    if mirror:
+                        result[ex2, ex1, out1] = blk.transpose(0, 1)
+                else:
+                    result[ex1, ex2, out1, out2] = blk
+                    if mirror:
+                        result[ex2, ex1, out2, out1] = blk.permute(1, 0, 3, 2)
+        if mode is KernelMode.TRACE:
+            result /= k
+        return result

@@ -1,0 +1,178 @@
+"""The empirical Neural Tangent Kernel of any ``nn.Module``: :func:`empirical_ntk`.
+
+The empirical NTK of a model ``f(x; theta)`` with ``k`` outputs at its current parameters is
+
+.. math::
+
+    K(x, x')_{ab} = \\left\\langle \\frac{\\partial f_a(x)}{\\partial \\theta},
+                    \\frac{\\partial f_b(x')}{\\partial \\theta} \\right\\rangle
+
+(Jacot, Gabriel, Hongler 2018, https://arxiv.org/abs/1806.07572). This module computes it with
+``torch.func`` transforms, without side effects on the model, in memory-bounded blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import _inputs
+from ._functional import FunctionalModel, OutputFn
+from ._jacobian import JacobianMethod
+from ._memory import memory_budget
+from ._ntk_vp import NTKVPMethod
+from ._problem import KernelMethodImpl, KernelMode, KernelProblem, NTKMethod, parse_enum
+from .errors import InputError
+
+__all__ = ["empirical_ntk", "KernelMode", "NTKMethod", "resolve_method"]
+
+_METHODS: dict[NTKMethod, KernelMethodImpl] = {
+    NTKMethod.JACOBIAN: JacobianMethod(),
+    NTKMethod.NTK_VP: NTKVPMethod(),
+}
+"""The registered methods. A new method adds itself here (and to :class:`NTKMethod`)."""
+
+
+def empirical_ntk(
+    model: nn.Module,
+    x1: _inputs.Batch,
+    x2: _inputs.Batch | None = None,
+    *,
+    mode: KernelMode | str = "trace",
+    method: NTKMethod | str = "auto",
+    params: Sequence[str] | str | None = None,
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    output_fn: OutputFn | None = None,
+) -> torch.Tensor:
+    """Compute the empirical NTK of ``model`` between two batches of inputs.
+
+    .. math::
+
+        K[i, j, a, b] = \\sum_p \\frac{\\partial f_a(x_{1,i})}{\\partial \\theta_p}
+                              \\frac{\\partial f_b(x_{2,j})}{\\partial \\theta_p}
+
+    The model is evaluated with eval-mode semantics (dropout off, BatchNorm on its running
+    statistics) through ``torch.func.functional_call`` on detached parameters and copies of the
+    buffers. **No side effects**: afterwards the parameters, buffers, every submodule's ``.training``,
+    every ``.grad`` and the global (CPU and CUDA) RNG state are exactly as before. It works under
+    ``torch.no_grad()`` and ``torch.inference_mode()`` (it leaves inference mode internally).
+
+    Args:
+        model: any ``nn.Module`` mapping a batch to outputs ``(n,)``, ``(n, k)`` or ``(n, ...)``
+            (flattened to ``k`` outputs).
+        x1: inputs, ``(n1, ...)``; or a tuple of such tensors (``model(*x1)``) or a dict
+            (``model(**x1)``). Integer tensors (token ids) are passed through unchanged.
+        x2: inputs ``(n2, ...)`` of the same structure and per-example shapes as ``x1``, or
+            ``None`` for ``K(x1, x1)``, which computes only the upper blocks and returns an exactly
+            symmetric kernel.
+        mode: ``"trace"`` -> ``(n1, n2)``, the mean over outputs of ``K[i, j, a, a]``;
+            ``"diagonal"`` -> ``(n1, n2, k)``; ``"full"`` -> ``(n1, n2, k, k)``. See :class:`KernelMode`.
+        method: ``"auto"``, ``"jacobian"`` or ``"ntk_vp"``; see :class:`NTKMethod` for when each wins.
+        params: ``None`` for every parameter with ``requires_grad``; or a list of parameter names
+            and/or module prefixes, e.g. ``["encoder", "head.weight"]`` (explicitly named frozen
+            parameters are included).
+        chunk_size: examples per block (of ``x1``/``x2`` for ``"jacobian"``, of ``x2`` for
+            ``"ntk_vp"``). ``None`` sizes blocks to stay within the memory budget
+            (1 GiB or a quarter of free memory; env ``NTKMONITOR_MEMORY_BUDGET``).
+        dtype: computation and result dtype, e.g. ``torch.float64``. ``None``: the parameters'
+            dtype, at least ``float32`` (half-precision models are computed in float32).
+        output_fn: selects the output tensor from a model returning a tuple, dict or dataclass,
+            e.g. ``lambda out: out["logits"]``.
+
+    Returns:
+        The kernel on the model's device, in the computation dtype: ``(n1, n2)``, ``(n1, n2, k)``
+        or ``(n1, n2, k, k)`` by ``mode``.
+
+    Raises:
+        InputError: bad arguments (wrong types, shapes, empty batch, unknown mode or method).
+        ParameterSelectionError: ``params`` names unknown parameters (the message lists valid names),
+            or no parameter is trainable.
+        ModelOutputError: the output is not a floating tensor with the batch first (pass ``output_fn``).
+        ModelCallError: the model failed on ``x1`` (e.g. wrong feature size).
+        KernelMemoryError: the result or a block of ``chunk_size`` would not fit in memory.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+        >>> x = torch.randn(5, 3)
+        >>> empirical_ntk(model, x).shape
+        torch.Size([5, 5])
+        >>> empirical_ntk(model, x, x[:2], mode="full").shape
+        torch.Size([5, 2, 2, 2])
+    """
+    mode = parse_enum(KernelMode, mode, "mode")
+    method = parse_enum(NTKMethod, method, "method")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise InputError(f"Expected chunk_size to be None or a positive int, but got {chunk_size!r}.")
+    fmodel = FunctionalModel(model, params, dtype, output_fn)
+    n1 = _inputs.validate_batch(x1, "x1")
+    symmetric = x2 is None or x2 is x1
+    n2 = n1
+    if not symmetric:
+        n2 = _inputs.validate_batch(x2, "x2")
+        _inputs.check_compatible(x1, x2)
+
+    with fmodel.measuring():
+        x1p = _inputs.prepare(x1, fmodel.device, fmodel.dtype)
+        x2p = None if symmetric else _inputs.prepare(x2, fmodel.device, fmodel.dtype)
+        profile = fmodel.profile(x1p, n1, "x1")
+        problem = KernelProblem(
+            fmodel=fmodel,
+            x1=x1p,
+            x2=x2p,
+            n1=n1,
+            n2=n2,
+            mode=mode,
+            profile=profile,
+            chunk_size=chunk_size,
+            budget=memory_budget(fmodel.device),
+        )
+        shape = problem.result_shape()
+        problem.check_fits(
+            2 * torch.Size(shape).numel() * problem.itemsize,
+            f"the {mode.value} kernel of shape {shape} (and one working copy)",
+            "Use fewer examples, mode='trace' (k^2 times smaller than 'full'), or compute it in blocks of x1.",
+        )
+        chosen = resolve_method(problem, method)
+        result = _METHODS[chosen].compute(problem)
+    if symmetric:
+        result = _mirror_upper(result, mode)
+    return result
+
+
+def resolve_method(problem: KernelProblem, method: NTKMethod | str = NTKMethod.AUTO) -> NTKMethod:
+    """The method ``"auto"`` picks for ``problem``: the lowest estimated cost.
+
+    Args:
+        problem: the validated kernel request.
+        method: a concrete method is returned unchanged.
+
+    Returns:
+        A concrete :class:`NTKMethod`.
+
+    Example:
+        >>> resolve_method(problem, "jacobian")  # doctest: +SKIP
+        <NTKMethod.JACOBIAN: 'jacobian'>
+    """
+    method = parse_enum(NTKMethod, method, "method")
+    if method is not NTKMethod.AUTO:
+        return method
+    costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
+    return min(costs, key=costs.__getitem__)
+
+
+def _mirror_upper(kernel: torch.Tensor, mode: KernelMode) -> torch.Tensor:
+    """Fill the strict lower triangle from the upper one and make the diagonal exactly symmetric."""
+    n = kernel.shape[0]
+    transposed = kernel.transpose(0, 1)
+    if mode is KernelMode.FULL:
+        transposed = transposed.transpose(2, 3)
+    idx = torch.arange(n, device=kernel.device)
+    lower = (idx[:, None] > idx[None, :]).reshape(n, n, *([1] * (kernel.ndim - 2)))
+    kernel = torch.where(lower, transposed, kernel)
+    if mode is KernelMode.FULL:
+        diag = kernel[idx, idx]  # (n, k, k)
+        kernel[idx, idx] = 0.5 * (diag + diag.transpose(1, 2))
+    return kernel

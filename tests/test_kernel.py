@@ -1,0 +1,388 @@
+"""``empirical_ntk`` against the independent float64 autograd reference, and its guarantees."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import ntkmonitor
+from ntkmonitor import KernelMode, NTKMethod, empirical_ntk
+
+from . import models, reference
+from .tolerances import KERNEL_RTOL, METHOD_AGREEMENT_RTOL, PSD_EIG_ATOL, rel_err
+
+METHODS = ["jacobian", "ntk_vp", "auto"]
+MODES = ["trace", "diagonal", "full"]
+DTYPES = [torch.float32, torch.float64]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _to(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (tuple, list)):
+        return type(x)(t.to(device) for t in x)
+    return {k: t.to(device) for k, t in x.items()}
+
+
+def _cast(x, dtype):
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype) if x.is_floating_point() else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(_cast(t, dtype) for t in x)
+    return {k: _cast(t, dtype) for k, t in x.items()}
+
+
+_REFERENCE_CACHE: dict = {}
+
+
+def _reference(kind: str, mode: str, symmetric: bool) -> torch.Tensor:
+    key = (kind, mode, symmetric)
+    if key not in _REFERENCE_CACHE:
+        model, x1, x2, output_fn, params = models.make(kind)
+        _REFERENCE_CACHE[key] = reference.kernel(model, x1, None if symmetric else x2, mode, params, output_fn)
+    return _REFERENCE_CACHE[key]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("symmetric", [True, False], ids=["x2=None", "x2!=x1"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", models.KINDS)
+def test_matches_float64_autograd_reference(kind, method, mode, symmetric, dtype, device):
+    model, x1, x2, output_fn, params = models.make(kind)
+    model = model.to(device=device, dtype=dtype)
+    x1, x2 = _to(_cast(x1, dtype), device), _to(_cast(x2, dtype), device)
+    K = empirical_ntk(
+        model, x1, None if symmetric else x2, mode=mode, method=method, params=params, output_fn=output_fn
+    )
+    # the reference uses the model's own (possibly float32) weights, promoted exactly to float64
+    ref = _reference_for(model, kind, mode, symmetric, x1, x2, params, output_fn)
+    assert K.dtype == dtype and K.device.type == device
+    assert K.shape == ref.shape
+    assert rel_err(K, ref) <= KERNEL_RTOL[dtype]
+    assert torch.linalg.vector_norm(ref) > 0
+
+
+def _reference_for(model, kind, mode, symmetric, x1, x2, params, output_fn):
+    if next(model.parameters()).dtype == torch.float64 and next(model.parameters()).device.type == "cpu":
+        return _reference(kind, mode, symmetric)
+    return reference.kernel(model, x1, None if symmetric else x2, mode, params, output_fn)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_float64_computation_of_a_float32_model(kind):
+    model, x1, x2, output_fn, params = models.make(kind)
+    K = empirical_ntk(model, x1, x2, mode="full", dtype=torch.float64, params=params)
+    ref = reference.kernel(model, x1, x2, "full", params)
+    assert K.dtype == torch.float64
+    assert rel_err(K, ref) <= KERNEL_RTOL[torch.float64]
+
+
+def test_half_precision_model_is_computed_in_float32():
+    model = models.mlp().to(torch.bfloat16)
+    x = torch.randn(4, 6)
+    K = empirical_ntk(model, x)
+    assert K.dtype == torch.float32
+    assert rel_err(K, reference.kernel(model, x)) <= KERNEL_RTOL[torch.float32]
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntk_vp"])
+@pytest.mark.parametrize("mode", MODES)
+def test_symmetric_and_positive_semidefinite(method, mode):
+    model, x1, _, _, _ = models.make("cnn_bn_dropout")
+    model = model.double()
+    K = empirical_ntk(model, x1.double(), mode=mode, method=method)
+    n, k = K.shape[0], 3
+    if mode == "full":
+        G = K.permute(0, 2, 1, 3).reshape(n * k, n * k)
+    elif mode == "diagonal":
+        assert torch.equal(K, K.transpose(0, 1))
+        G = K.permute(2, 0, 1)  # one Gram matrix per output
+    else:
+        G = K
+    assert torch.equal(G, G.transpose(-1, -2)), "symmetric kernels must be exactly symmetric"
+    eig = torch.linalg.eigvalsh(G)
+    assert eig.min() >= -PSD_EIG_ATOL * eig.max()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scalar_output_modes_agree_up_to_squeezing(mode):
+    model, x1, x2, _, _ = models.make("scalar")
+    K = empirical_ntk(model, x1, x2, mode=mode)
+    trace = empirical_ntk(model, x1, x2, mode="trace")
+    assert trace.shape == (5, 3)
+    assert torch.allclose(K.reshape(5, 3), trace)
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntk_vp"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_chunking_does_not_change_the_kernel(method, mode, symmetric, monkeypatch):
+    model, x1, x2, _, _ = models.make("mlp")
+    model = model.double()
+    x1, x2 = x1.double(), None if symmetric else x2.double()
+    whole = empirical_ntk(model, x1, x2, mode=mode, method=method)
+    by_examples = empirical_ntk(model, x1, x2, mode=mode, method=method, chunk_size=2)
+    # a budget too small for one example's Jacobian forces chunking over outputs (and rows)
+    monkeypatch.setenv("NTKMONITOR_MEMORY_BUDGET", "3000")
+    by_outputs = empirical_ntk(model, x1, x2, mode=mode, method=method)
+    assert rel_err(by_examples, whole) <= METHOD_AGREEMENT_RTOL[torch.float64]
+    assert rel_err(by_outputs, whole) <= METHOD_AGREEMENT_RTOL[torch.float64]
+
+
+def test_tiny_budget_really_chunks_outputs(monkeypatch):
+    from ntkmonitor import _jacobian, _ntk_vp
+    from ntkmonitor._functional import FunctionalModel
+    from ntkmonitor._problem import KernelProblem
+
+    model, x1, _, _, _ = models.make("mlp")
+    fm = FunctionalModel(model)
+    with fm.measuring():
+        profile = fm.profile(x1, 5)
+    P = fm.num_params
+    problem = KernelProblem(fm, x1, None, 5, 5, KernelMode.TRACE, profile, None, budget=2 * 4 * P + 8)
+    assert _jacobian._plan(problem) == (1, 1)  # one example, one output per block
+    problem.budget = 10**9
+    assert _jacobian._plan(problem) == (5, 3)
+    problem.budget = 4 * P
+    assert _ntk_vp._plan(problem)[:2] == (1, 1)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer", "cnn_bn_dropout"])
+def test_methods_agree_with_each_other(kind):
+    model, x1, x2, output_fn, params = models.make(kind)
+    a = empirical_ntk(model, x1, x2, mode="full", method="jacobian", dtype=torch.float64)
+    b = empirical_ntk(model, x1, x2, mode="full", method="ntk_vp", dtype=torch.float64)
+    assert rel_err(a, b) <= METHOD_AGREEMENT_RTOL[torch.float64]
+
+
+def test_x2_identical_object_is_treated_as_symmetric():
+    model, x1, _, _, _ = models.make("mlp")
+    assert torch.equal(empirical_ntk(model, x1, x1), empirical_ntk(model, x1))
+
+
+def test_frozen_parameter_named_explicitly_is_included():
+    model, x1, _, _, _ = models.make("frozen")
+    K = empirical_ntk(model, x1, params=["0.weight"], dtype=torch.float64)
+    ref = reference.kernel(model, x1, params=["0.weight"])
+    assert rel_err(K, ref) <= KERNEL_RTOL[torch.float64]
+
+
+def test_prefix_matching_respects_module_boundaries():
+    model = nn.ModuleDict({"enc": nn.Linear(3, 2), "enc2": nn.Linear(3, 2)})
+    from ntkmonitor._functional import select_parameters
+
+    assert select_parameters(model, ["enc"]) == ["enc.weight", "enc.bias"]
+    assert select_parameters(model, "enc2.bias") == ["enc2.bias"]
+
+
+# --------------------------------------------------------------------------- side effects
+def _state(model: nn.Module):
+    return (
+        {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
+        [m.training for m in model.modules()],
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+    )
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntk_vp", "auto"])
+@pytest.mark.parametrize("context", ["plain", "no_grad", "inference_mode"])
+def test_no_side_effects_on_batchnorm_dropout_model_in_train_mode(method, context):
+    model, x1, x2, _, _ = models.make("cnn_bn_dropout")
+    model.train()
+    model(x1).sum().backward()  # give every parameter a .grad
+    model.head.weight.grad = None  # ... and leave one None
+    before = _state(model)
+    rng_before = torch.get_rng_state()
+    expected = reference.kernel(model, x1, x2, "trace")
+
+    ctx = {"plain": torch.enable_grad, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}[context]
+    with ctx():
+        K = empirical_ntk(model, x1, x2, method=method)
+
+    after = _state(model)
+    assert after[0].keys() == before[0].keys()
+    for name in before[0]:
+        assert torch.equal(after[0][name], before[0][name]), name
+    assert after[1] == before[1] and all(after[1]), "every submodule must still be in train mode"
+    for g0, g1 in zip(before[2], after[2], strict=True):
+        assert (g0 is None and g1 is None) or torch.equal(g0, g1)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert torch.linalg.vector_norm(K) > 0, "gradients must not silently vanish"
+    assert rel_err(K, expected) <= KERNEL_RTOL[torch.float32]
+
+
+def test_inputs_created_in_inference_mode():
+    model, _, _, _, _ = models.make("mlp")
+    with torch.inference_mode():
+        x = torch.randn(4, 6)
+        K = empirical_ntk(model, x)
+    assert rel_err(K, reference.kernel(model, x.clone())) <= KERNEL_RTOL[torch.float32]
+
+
+def test_user_inputs_are_not_modified():
+    model, x1, x2, _, _ = models.make("mlp")
+    x1_before, x2_before = x1.clone(), x2.clone()
+    empirical_ntk(model, x1, x2, dtype=torch.float64)
+    assert torch.equal(x1, x1_before) and torch.equal(x2, x2_before)
+    assert x1.dtype == torch.float32
+
+
+def test_fast_path_setting_is_restored():
+    model, x1, _, _, _ = models.make("transformer")
+    before = torch.backends.mha.get_fastpath_enabled()
+    empirical_ntk(model, x1)
+    assert torch.backends.mha.get_fastpath_enabled() == before
+
+
+# --------------------------------------------------------------------------- bad input
+def test_mismatched_feature_shape_for_the_model():
+    model = models.mlp()
+    with pytest.raises(ntkmonitor.ModelCallError, match=r"x1 .*\(4, 7\).*feature shape"):
+        empirical_ntk(model, torch.randn(4, 7))
+
+
+def test_mismatched_feature_shapes_between_x1_and_x2():
+    model = models.mlp()
+    with pytest.raises(ntkmonitor.InputError, match=r"per-example shape \(6,\).*got \(7,\)"):
+        empirical_ntk(model, torch.randn(4, 6), torch.randn(3, 7))
+
+
+def test_integer_model_output():
+    class ArgMax(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.lin(x).argmax(-1)
+
+    with pytest.raises(ntkmonitor.ModelOutputError, match="floating-point"):
+        empirical_ntk(ArgMax(), torch.randn(4, 6))
+
+
+def test_no_trainable_parameters():
+    model = models.mlp().requires_grad_(False)
+    with pytest.raises(ntkmonitor.ParameterSelectionError, match="requires_grad"):
+        empirical_ntk(model, torch.randn(4, 6))
+
+
+def test_empty_batch():
+    with pytest.raises(ntkmonitor.InputError, match="empty batch"):
+        empirical_ntk(models.mlp(), torch.randn(0, 6))
+
+
+def test_unknown_parameter_names_list_valid_names():
+    with pytest.raises(ntkmonitor.ParameterSelectionError) as info:
+        empirical_ntk(models.mlp(), torch.randn(4, 6), params=["encoder", "0.weight"])
+    message = str(info.value)
+    assert "'encoder'" in message and "'0.weight'" in message and "'4.bias'" in message
+
+
+def test_tuple_output_without_output_fn_names_output_fn():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    with pytest.raises(ntkmonitor.ModelOutputError, match="output_fn"):
+        empirical_ntk(Pair(), torch.randn(4, 6))
+    K = empirical_ntk(Pair(), torch.randn(4, 6), output_fn=lambda out: out[0])
+    assert K.shape == (4, 4)
+
+
+def test_output_without_batch_dimension():
+    class Summed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.lin(x).sum(0)
+
+    with pytest.raises(ntkmonitor.ModelOutputError, match="batch size"):
+        empirical_ntk(Summed(), torch.randn(4, 6))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "trace_mean"}, "Expected mode to be one of 'trace', 'diagonal', 'full'"),
+        ({"method": "fast"}, "Expected method to be one of"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"chunk_size": 2.5}, "chunk_size"),
+        ({"dtype": torch.int64}, "floating torch.dtype"),
+        ({"params": 3}, "Expected params"),
+        ({"params": []}, "at least one"),
+        ({"output_fn": "logits"}, "output_fn to be callable"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ntkmonitor.InputError, match=match):
+        empirical_ntk(models.mlp(), torch.randn(4, 6), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("x1", "x2", "match"),
+    [
+        ([1, 2, 3], None, "tensor"),
+        (torch.tensor(1.0), None, "0-d"),
+        ((torch.randn(3, 4), torch.randn(2, 2)), None, "same number of examples"),
+        (torch.randn(3, 6), {"x": torch.randn(2, 6)}, "same kind"),
+    ],
+)
+def test_bad_batches(x1, x2, match):
+    with pytest.raises(ntkmonitor.InputError, match=match):
+        empirical_ntk(models.mlp(), x1, x2)
+
+
+def test_not_a_module():
+    with pytest.raises(ntkmonitor.InputError, match="nn.Module"):
+        empirical_ntk(lambda x: x, torch.randn(3, 6))
+
+
+# --------------------------------------------------------------------------- memory
+def test_result_that_cannot_fit_fails_before_allocating(monkeypatch):
+    from ntkmonitor import _problem
+
+    monkeypatch.setattr(_problem, "available_bytes", lambda device: 10_000)
+    with pytest.raises(ntkmonitor.KernelMemoryError, match="mode='trace'"):
+        empirical_ntk(models.mlp(), torch.randn(40, 6), mode="full")
+
+
+def test_chunk_size_that_cannot_fit_names_chunk_size(monkeypatch):
+    from ntkmonitor import _problem
+
+    monkeypatch.setattr(_problem, "available_bytes", lambda device: 50_000)
+    with pytest.raises(ntkmonitor.KernelMemoryError, match="chunk_size"):
+        empirical_ntk(models.mlp(), torch.randn(40, 6), chunk_size=40, method="jacobian")
+
+
+def test_auto_prefers_jacobian_for_an_mlp_in_trace_mode():
+    from ntkmonitor import kernel
+    from ntkmonitor._functional import FunctionalModel
+    from ntkmonitor._problem import KernelProblem
+
+    model, x1, _, _, _ = models.make("mlp")
+    fm = FunctionalModel(model)
+    with fm.measuring():
+        profile = fm.profile(x1, 5)
+    problem = KernelProblem(fm, x1, None, 5, 5, KernelMode.TRACE, profile, None, budget=1 << 30)
+    assert kernel.resolve_method(problem) is NTKMethod.JACOBIAN
+    assert kernel.resolve_method(problem, "ntk_vp") is NTKMethod.NTK_VP
+    assert profile.flops_per_example > 0 and profile.num_outputs == 3
+
+
+def test_deepcopy_of_model_is_unaffected_by_measurement():
+    """A regression guard that the kernel depends on the parameters only, not on hidden state."""
+    model, x1, _, _, _ = models.make("cnn_bn_dropout")
+    twin = copy.deepcopy(model)
+    assert torch.equal(empirical_ntk(model, x1), empirical_ntk(twin, x1))
