@@ -108,7 +108,7 @@ class ModelProfile:
 
 
 class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the elements of every tensor an op produces (a proxy for activation memory)."""
+    """Counts the elements of every non-view tensor an op produces (a proxy for activation memory)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,6 +116,8 @@ class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
+        if getattr(func, "is_view", False):
+            return out  # views allocate nothing
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
                 self.count += t.numel()

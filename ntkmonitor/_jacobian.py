@@ -19,6 +19,10 @@ from ._problem import KernelMode, KernelProblem, chunks, positive_int
 
 Jacobian = dict[str, torch.Tensor]  # name -> (c, q, p)
 
+_WRITE_COST = 500.0
+"""FLOP-equivalents per Jacobian entry materialized: per-example gradients are written (and read back)
+at memory bandwidth, not at matrix-product speed. Calibrated on 2 CPU cores against ``ntk_vp``."""
+
 
 def _plan(problem: KernelProblem) -> tuple[int, int]:
     """``(examples per block, outputs per block)``."""
@@ -78,7 +82,10 @@ class JacobianMethod:
     """Jacobian contraction; see :class:`ntkmonitor.NTKMethod` for when to pick it."""
 
     def cost(self, problem: KernelProblem) -> float:
-        """``3 [FP] k`` per Jacobian row built plus ``2 n1 n2 k P`` (``k^2`` in full mode) to contract."""
+        """``(3 [FP] + W P) k`` per example's Jacobian built, plus ``2 n1 n2 k P`` (``k^2`` in full mode).
+
+        ``W`` (:data:`_WRITE_COST`) prices writing one Jacobian entry to memory in FLOP-equivalents.
+        """
         k, P = problem.k, problem.fmodel.num_params
         fp = max(problem.profile.flops_per_example, 2.0 * P)
         c, _ = _plan(problem)
@@ -90,7 +97,7 @@ class JacobianMethod:
             built = problem.n1 + problem.n2 * (1 if cached else row_blocks)
         sym = 0.5 if problem.symmetric else 1.0
         kk = k * k if problem.mode is KernelMode.FULL else k
-        return 3 * fp * k * built + 2 * problem.n1 * problem.n2 * kk * P * sym
+        return (3 * fp + _WRITE_COST * P) * k * built + 2 * problem.n1 * problem.n2 * kk * P * sym
 
     def compute(self, problem: KernelProblem) -> torch.Tensor:
         """The kernel (both halves, also when symmetric)."""

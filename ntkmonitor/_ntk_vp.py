@@ -15,7 +15,7 @@ from torch.func import jvp, vjp, vmap
 from . import _inputs
 from ._problem import KernelMode, KernelProblem, chunks, positive_int
 
-_EFFICIENCY_PENALTY = 3.0
+_EFFICIENCY_PENALTY = 2.5
 """``jvp``/``vjp`` run at a lower FLOP rate than one matrix product; ``auto`` weights them by this."""
 
 

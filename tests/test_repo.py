@@ -1,0 +1,46 @@
+"""Repository-level guarantees: README commands run in CI, import hygiene, docstrings."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import ntkmonitor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Get started.*?```bash\n(.*?)```", text, re.S)
+    assert block, "README must have a 'Get started' bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_has_two_commands_and_ci_runs_both():
+    commands = _readme_commands()
+    assert len(commands) == 2
+    ci_lines = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
+    for command in commands:
+        assert command.strip() in ci_lines, f"README command not run verbatim by .ci/run: {command}"
+
+
+def test_import_does_not_pull_lightning_or_tensorboard():
+    code = (
+        "import sys, ntkmonitor; "
+        "bad = [m for m in ('lightning', 'pytorch_lightning', 'tensorboard', 'matplotlib') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_public_name_has_a_docstring_with_an_example():
+    for name in ntkmonitor.__all__:
+        if name.startswith("__"):
+            continue
+        obj = getattr(ntkmonitor, name)
+        doc = obj.__doc__ or ""
+        assert "Example" in doc, f"ntkmonitor.{name} needs a docstring with an example"
