@@ -397,3 +397,21 @@ def test_deepcopy_of_model_is_unaffected_by_measurement():
     model, x1, _, _, _ = models.make("cnn_bn_dropout")
     twin = copy.deepcopy(model)
     assert torch.equal(empirical_ntk(model, x1), empirical_ntk(twin, x1))
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntk_vp"])
+def test_multidimensional_outputs_are_flattened_to_k(method):
+    class Grid(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x)).reshape(-1, 2, 3)  # (n, 2, 3) -> k = 6
+
+    torch.manual_seed(0)
+    model, x = Grid(), torch.randn(4, 6)
+    K = empirical_ntk(model, x, mode="full", method=method, dtype=torch.float64)
+    assert K.shape == (4, 4, 6, 6)
+    ref = reference.kernel(model, x, mode="full")
+    assert rel_err(K, ref) <= KERNEL_RTOL[torch.float64]
