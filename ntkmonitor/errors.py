@@ -25,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "NTKMonitorError",
     "InputError",
+    "NoSolutionError",
     "ParameterSelectionError",
     "ModelOutputError",
     "ModelCallError",
@@ -47,6 +48,20 @@ class InputError(NTKMonitorError, ValueError):
 
     Example:
         >>> isinstance(ntkmonitor.InputError("bad"), ValueError)
+        True
+    """
+
+
+class NoSolutionError(InputError):
+    """The eigenlearning equation for ``kappa`` has no solution for the given inputs.
+
+    With ``ridge = 0`` the equation ``sum_i m_i lambda_i / (lambda_i + kappa) = n`` has a positive
+    root only while ``n`` is smaller than the number of nonzero modes (counting multiplicities).
+    The message names the fixes: more probe points, a ``ridge > 0``, or extrapolating the
+    spectrum's tail.
+
+    Example:
+        >>> issubclass(ntkmonitor.errors.NoSolutionError, ntkmonitor.InputError)
         True
     """
 
