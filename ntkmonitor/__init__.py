@@ -1,13 +1,17 @@
 """ntkmonitor: monitor neural-network training against Neural Tangent Kernel theory.
 
-The public API:
+The public API, by layer (each module is importable on its own too):
 
-- :func:`empirical_ntk` -- the empirical NTK of any ``nn.Module`` (``torch.func``), with
-  :class:`KernelMode` and :class:`NTKMethod`;
-- the error hierarchy rooted at :class:`NTKMonitorError` and the warning class
-  :class:`NTKMonitorWarning`.
+- kernel (:mod:`ntkmonitor.kernel`): :func:`empirical_ntk`, :class:`KernelMode`, :class:`NTKMethod`;
+- spectrum (:mod:`ntkmonitor.spectrum`): :func:`eigendecompose` -> :class:`Spectrum`, :class:`PowerLawFit`;
+- theory (:mod:`ntkmonitor.theory`): eigenlearning predictions (:func:`solve_kappa`, :func:`predict`,
+  :func:`effective_ridge`) and the matching measurements (:func:`learnability`,
+  :func:`mode_learnability`, :func:`kernel_regression`, :func:`conservation_check`);
+- drift (:mod:`ntkmonitor.drift`): lazy-regime metrics (:func:`kernel_distance`,
+  :func:`linearization_error`, ...) and the :func:`verdict`;
+- errors: :class:`NTKMonitorError` and its subclasses, :class:`NTKMonitorWarning`.
 
-``import ntkmonitor`` does not import Lightning or TensorBoard.
+``import ntkmonitor`` does not import Lightning, TensorBoard or matplotlib.
 
 Example:
     >>> import torch, ntkmonitor
@@ -15,28 +19,88 @@ Example:
     >>> K = ntkmonitor.empirical_ntk(model, torch.randn(8, 4))
     >>> K.shape
     torch.Size([8, 8])
+    >>> spectrum = ntkmonitor.eigendecompose(K)
+    >>> bool(spectrum.eigenvalues[0] >= spectrum.eigenvalues[-1])
+    True
 """
 
+from .drift import (
+    DriftThresholds,
+    ParameterChange,
+    Verdict,
+    eigenspace_overlap,
+    kernel_distance,
+    kernel_target_alignment,
+    kernel_velocity,
+    linearization_error,
+    relative_kernel_change,
+    relative_parameter_change,
+    verdict,
+)
 from .errors import (
     InputError,
     KernelMemoryError,
     ModelCallError,
     ModelOutputError,
+    NoSolutionError,
     NTKMonitorError,
     NTKMonitorWarning,
     ParameterSelectionError,
 )
 from .kernel import KernelMode, NTKMethod, empirical_ntk
+from .spectrum import PowerLawFit, Spectrum, eigendecompose
+from .theory import (
+    ConservationCheck,
+    ModeLearnability,
+    Prediction,
+    conservation_check,
+    effective_ridge,
+    kernel_regression,
+    learnability,
+    mode_learnability,
+    predict,
+    solve_kappa,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    # kernel
     "empirical_ntk",
     "KernelMode",
     "NTKMethod",
+    # spectrum
+    "eigendecompose",
+    "Spectrum",
+    "PowerLawFit",
+    # theory
+    "solve_kappa",
+    "predict",
+    "Prediction",
+    "effective_ridge",
+    "learnability",
+    "mode_learnability",
+    "ModeLearnability",
+    "kernel_regression",
+    "conservation_check",
+    "ConservationCheck",
+    # drift
+    "kernel_distance",
+    "kernel_velocity",
+    "relative_kernel_change",
+    "relative_parameter_change",
+    "ParameterChange",
+    "linearization_error",
+    "kernel_target_alignment",
+    "eigenspace_overlap",
+    "DriftThresholds",
+    "Verdict",
+    "verdict",
+    # errors
     "NTKMonitorError",
     "InputError",
+    "NoSolutionError",
     "ParameterSelectionError",
     "ModelOutputError",
     "ModelCallError",
