@@ -37,13 +37,14 @@ import torch
 
 from . import _checks
 from .errors import InputError, NoSolutionError, NTKMonitorWarning
-from .spectrum import Spectrum
+from .spectrum import PowerLawFit, Spectrum
 
 __all__ = [
     "solve_kappa",
     "predict",
     "Prediction",
     "effective_ridge",
+    "extrapolate_tail",
     "learnability",
     "mode_learnability",
     "ModeLearnability",
@@ -392,6 +393,82 @@ def effective_ridge(n: float, lr: float, steps: float, *, loss: Literal["half_ms
     else:
         raise InputError(f"Expected loss to be 'half_mse' or 'mse', but got {loss!r}.")
     return factor * n / (lr * steps)
+
+
+def extrapolate_tail(
+    eigenvalues: torch.Tensor | Spectrum,
+    num_modes: int,
+    *,
+    fit_range: tuple[int, int] | None = None,
+    bins: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor, PowerLawFit]:
+    r"""Extend a measured spectrum to ``num_modes`` modes with a fitted power-law tail.
+
+    A probe of ``M`` points resolves only ``M`` operator eigenvalues, so the ridgeless eigenlearning
+    equation has no solution for ``n >= M`` training points (:func:`solve_kappa`). NTK spectra on natural
+    data decay like a power law (Bordelon, Canatar, Pehlevan 2020, https://arxiv.org/abs/2002.02561), so
+    the tail ``i = r+1 .. num_modes`` is extrapolated as ``lambda_i = c i^-alpha`` with ``(c, alpha)`` from
+    :meth:`Spectrum.power_law_fit` over ``fit_range``. The tail is compressed into at most ``bins``
+    log-spaced groups of consecutive modes, each represented by the mean eigenvalue over the group,
+
+    .. math::
+
+        \bar\lambda_{[a, b)} = \frac{c}{b - a} \int_a^b i^{-\alpha}\, di,
+
+    and its size as multiplicity, so that ``solve_kappa``/``predict`` stay cheap for any ``num_modes``.
+    The target has no measurable power beyond the probe: give the tail zero coefficients.
+
+    Args:
+        eigenvalues: ``(r0,)`` measured operator eigenvalues, descending, or a :class:`Spectrum`.
+        num_modes: total number of modes after extension (``> r``, the number of positive eigenvalues).
+        fit_range: 1-based half-open mode range of the fit; default ``(max(2, r // 10), max(r // 2, 3))``:
+            skips the top modes (often not yet on the power law) and the bottom half (finite-``M`` noise).
+        bins: maximum number of tail groups.
+
+    Returns:
+        ``(eigenvalues, multiplicities, fit)``: float64 ``(r + b,)`` tensors, the ``r`` positive measured
+        eigenvalues with multiplicity 1 followed by ``b <= bins`` tail groups, and the :class:`PowerLawFit`.
+
+    Raises:
+        InputError: fewer than 3 positive eigenvalues, a fit range without two of them, ``num_modes <= r``,
+            or a fitted exponent ``alpha <= 0`` (a spectrum that does not decay cannot be extrapolated).
+
+    Example:
+        >>> lam = torch.arange(1, 101, dtype=torch.float64).pow(-1.5)
+        >>> ext, mult, fit = extrapolate_tail(lam, 10_000)
+        >>> round(fit.alpha, 6), int(mult.sum())
+        (1.5, 10000)
+        >>> kappa = solve_kappa(ext, 1000, multiplicities=mult)  # n > 100 measured modes: solvable now
+    """
+    lam = eigenvalues.eigenvalues if isinstance(eigenvalues, Spectrum) else _checks.float64(eigenvalues, "eigenvalues")
+    lam = lam.detach().to(torch.float64).cpu()
+    lam = lam[lam > 0]
+    r = int(lam.numel())
+    if r < 3:
+        raise InputError(f"Expected at least 3 positive eigenvalues to fit a tail, but got {r}.")
+    num_modes = int(num_modes)
+    if num_modes <= r:
+        raise InputError(f"Expected num_modes > {r} (the measured positive modes), but got {num_modes}.")
+    start, stop = fit_range if fit_range is not None else (max(2, r // 10), max(r // 2, 3))
+    fit = Spectrum(lam, torch.zeros(r, r, dtype=torch.float64), M=r).power_law_fit(start, stop)
+    if not fit.alpha > 0:
+        raise InputError(
+            f"Expected a decaying spectrum to extrapolate (alpha > 0), but the fit over modes [{start}, {stop}) gave "
+            f"alpha = {fit.alpha:.3g}. Use more probe points, or a ridge (ridge=... or lr=...) instead."
+        )
+    edges = torch.unique(
+        torch.logspace(math.log10(r + 1), math.log10(num_modes + 1), bins + 1, dtype=torch.float64).round()
+    )
+    edges[0], edges[-1] = r + 1, num_modes + 1
+    a, b = edges[:-1], edges[1:]
+    if abs(fit.alpha - 1.0) < 1e-12:
+        integral = torch.log(b / a)
+    else:
+        integral = (b.pow(1 - fit.alpha) - a.pow(1 - fit.alpha)) / (1 - fit.alpha)
+    tail = fit.c * integral / (b - a)
+    eigs = torch.cat([lam, tail])
+    mult = torch.cat([torch.ones(r, dtype=torch.float64), b - a])
+    return eigs, mult, fit
 
 
 # ---------------------------------------------------------------------------------------------------- measured

@@ -1,0 +1,592 @@
+r"""The framework-free monitoring engine: :class:`NTKTracker` and its :class:`Snapshot`.
+
+The tracker holds a fixed *probe* ``(x, y)`` of ``M`` held-out points. :meth:`NTKTracker.reference`
+captures the state at initialization (the kernel ``K0`` and its spectrum, the outputs ``f0``, a copy of
+the parameters, the target's coefficients); each :meth:`NTKTracker.measure` computes the current kernel
+and compares: drift from the lazy regime, the spectrum, the eigenlearning prediction from the initial
+and from the current kernel, and the network's actual learnability. It knows nothing of Lightning or
+TensorBoard; the callback (:class:`ntkmonitor.NTKMonitor`) and the sinks build on it.
+
+Conventions (see ``docs/theory.md``):
+
+- the kernel is the **trace**-mode eNTK ``(M, M)``;
+- the learned function is the output **centered at initialization**, ``f_hat = f_t - f_0``;
+- targets: ``y`` of shape ``(M,)`` or ``(M, k)`` (regression), or **integer class labels** ``(M,)``,
+  which become one-hot regression targets ``(M, k)`` with ``k`` the model's output width;
+- per-mode quantities use the **reference** eigenbasis (fixed for the run), top ``top_k`` modes by
+  eigenvalue;
+- the prediction's ridge: ``ridge`` if given; else, with ``lr`` given, the finite-time heuristic
+  :func:`~ntkmonitor.theory.effective_ridge` ``(n, lr, step)``; else ``0`` (trained to convergence). With
+  ridge ``0`` and ``n >=`` the probe's modes the spectrum's tail is extrapolated by a power law
+  (:func:`~ntkmonitor.theory.extrapolate_tail`) to ``10 n`` modes, and ``Snapshot.prediction_note`` says so.
+
+Example:
+    >>> torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
+    >>> x = torch.randn(32, 4)
+    >>> tracker = NTKTracker(model, (x, torch.sin(x[:, 0])), train_size=16)
+    >>> tracker.reference().kernel_distance
+    0.0
+    >>> snap = tracker.measure(step=10)
+    >>> sorted(snap.scalars())[:2]
+    ['ntk/drift/eigenspace_overlap', 'ntk/drift/kernel_alignment']
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import _inputs, drift, theory
+from ._functional import FunctionalModel, OutputFn
+from .errors import InputError, NoSolutionError
+from .kernel import empirical_ntk
+from .spectrum import Spectrum, eigendecompose
+
+__all__ = ["NTKTracker", "Snapshot", "SCALAR_KEYS", "MODE_KEY"]
+
+TAIL_FACTOR = 10
+"""With ridge 0 and ``n >=`` the probe's modes, the spectrum is extrapolated to ``TAIL_FACTOR * n`` modes."""
+
+SCALAR_KEYS: dict[str, str] = {
+    "ntk/drift/kernel_distance": "kernel_distance",
+    "ntk/drift/kernel_velocity": "kernel_velocity",
+    "ntk/drift/relative_kernel_change": "relative_kernel_change",
+    "ntk/drift/parameter_change": "parameter_change",
+    "ntk/drift/linearization_error": "linearization_error",
+    "ntk/drift/kernel_alignment": "kernel_alignment",
+    "ntk/drift/eigenspace_overlap": "eigenspace_overlap",
+    "ntk/drift/verdict": "verdict_code",
+    "ntk/learnability/actual": "learnability_actual",
+    "ntk/learnability/predicted_init": "learnability_predicted_init",
+    "ntk/learnability/predicted_current": "learnability_predicted_current",
+    "ntk/test_mse/actual": "test_mse_actual",
+    "ntk/test_mse/predicted_init": "test_mse_predicted_init",
+    "ntk/test_mse/predicted_current": "test_mse_predicted_current",
+    "ntk/theory/ridge": "ridge",
+    "ntk/theory/kappa_init": "kappa_init",
+    "ntk/theory/kappa_current": "kappa_current",
+    "ntk/spectrum/top_eigenvalue": "top_eigenvalue",
+    "ntk/spectrum/effective_rank": "effective_rank",
+    "ntk/spectrum/participation_ratio": "participation_ratio",
+    "ntk/spectrum/kernel_trace": "kernel_trace",
+    "ntk/time/measure_seconds": "seconds",
+}
+"""Scalar metric keys -> :class:`Snapshot` fields. Every key is documented in ``docs/callback.md``.
+
+Per-mode keys follow :data:`MODE_KEY`, per-parameter keys ``ntk/params/<name>/relative_change``."""
+
+MODE_KEY = "ntk/mode_{index:02d}/learnability_{kind}"
+"""Per-mode key; ``index`` is the 0-based mode of the reference kernel, ``kind`` ``predicted`` or ``actual``."""
+
+_VERDICT_CODES = {"lazy": 0.0, "drifting": 1.0, "feature-learning": 2.0}
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf -> None for strict JSON; tensors -> lists."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _unclean(value: Any) -> Any:
+    if value is None:
+        return math.nan
+    if isinstance(value, list):
+        return [_unclean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unclean(v) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class Snapshot:
+    """Everything one measurement found. JSON-serializable through :meth:`to_dict`.
+
+    Floats are ``nan`` where undefined (e.g. the kernel velocity and linearization error at the
+    reference). All learnabilities and MSEs are on the probe (``M`` held-out points), for the output
+    centered at initialization.
+
+    Attributes:
+        step: optimizer step of the measurement.
+        epoch: training epoch, if known.
+        seconds: wall time of the measurement.
+        kernel_distance: ``1 - <K0, Kt>_F / (||K0|| ||Kt||)`` (Fort et al. 2020).
+        kernel_velocity: kernel distance to the previous measurement per step.
+        relative_kernel_change: ``||Kt - K0||_F / ||K0||_F``.
+        parameter_change: ``||theta_t - theta_0|| / ||theta_0||`` over the selected parameters.
+        parameter_change_per_tensor: the same per parameter tensor, ``{name: value}``.
+        linearization_error: ``||f_t - f_lin|| / ||f_t - f_0||`` on the probe (Lee et al. 2019).
+        kernel_alignment: centered kernel-target alignment of ``Kt`` (Cortes et al. 2012).
+        eigenspace_overlap: top-``top_k`` eigenspace overlap of ``K0`` and ``Kt``.
+        verdict: ``"lazy"``, ``"drifting"`` or ``"feature-learning"`` (:func:`~ntkmonitor.verdict`).
+        top_eigenvalues: the current kernel's top ``top_k`` operator eigenvalues.
+        effective_rank: of the current spectrum.
+        participation_ratio: of the current spectrum.
+        kernel_trace: ``sum_i lambda_i = tr(Kt) / M``.
+        ridge: the ridge of the predictions.
+        learnability_actual: ``<y, f_hat> / <y, y>``.
+        learnability_predicted_init: eigenlearning prediction from ``K0``.
+        learnability_predicted_current: eigenlearning prediction from ``Kt``.
+        test_mse_actual: ``mean (f_hat - y)^2`` over probe points and outputs.
+        test_mse_predicted_init: predicted test MSE from ``K0``.
+        test_mse_predicted_current: predicted test MSE from ``Kt``.
+        kappa_init: ``kappa`` of the prediction from ``K0``.
+        kappa_current: ``kappa`` of the prediction from ``Kt``.
+        mode_indices: the reported modes (0-based, reference eigenbasis).
+        mode_learnability_predicted: ``lambda_i / (lambda_i + kappa)`` from ``K0``, per reported mode.
+        mode_learnability_actual: ``v_hat_i / v_i`` per reported mode (``nan`` where the target has
+            negligible power in the mode).
+        target_power: ``v_i^2`` (summed over outputs) of the target per reported mode.
+        prediction_note: empty, or how the prediction was obtained (tail extrapolation, no solution).
+
+    Example:
+        >>> snap = Snapshot(step=3)
+        >>> snap.to_dict()["step"], math.isnan(snap.kernel_distance)
+        (3, True)
+    """
+
+    step: int
+    epoch: int | None = None
+    seconds: float = math.nan
+    kernel_distance: float = math.nan
+    kernel_velocity: float = math.nan
+    relative_kernel_change: float = math.nan
+    parameter_change: float = math.nan
+    parameter_change_per_tensor: dict[str, float] = field(default_factory=dict)
+    linearization_error: float = math.nan
+    kernel_alignment: float = math.nan
+    eigenspace_overlap: float = math.nan
+    verdict: str = ""
+    top_eigenvalues: list[float] = field(default_factory=list)
+    effective_rank: float = math.nan
+    participation_ratio: float = math.nan
+    kernel_trace: float = math.nan
+    ridge: float = math.nan
+    learnability_actual: float = math.nan
+    learnability_predicted_init: float = math.nan
+    learnability_predicted_current: float = math.nan
+    test_mse_actual: float = math.nan
+    test_mse_predicted_init: float = math.nan
+    test_mse_predicted_current: float = math.nan
+    kappa_init: float = math.nan
+    kappa_current: float = math.nan
+    mode_indices: list[int] = field(default_factory=list)
+    mode_learnability_predicted: list[float] = field(default_factory=list)
+    mode_learnability_actual: list[float] = field(default_factory=list)
+    target_power: list[float] = field(default_factory=list)
+    prediction_note: str = ""
+
+    @property
+    def top_eigenvalue(self) -> float:
+        """The largest operator eigenvalue of the current kernel (``nan`` if unknown)."""
+        return self.top_eigenvalues[0] if self.top_eigenvalues else math.nan
+
+    @property
+    def verdict_code(self) -> float:
+        """The verdict as a number for charts: lazy 0, drifting 1, feature-learning 2."""
+        return _VERDICT_CODES.get(self.verdict, math.nan)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A strict-JSON dict (``nan`` -> ``None``)."""
+        return _clean(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        """Inverse of :meth:`to_dict`."""
+        names = {f.name for f in fields(cls)}
+        values = {k: _unclean(v) for k, v in data.items() if k in names}
+        values["epoch"] = data.get("epoch")
+        values["verdict"] = data.get("verdict") or ""
+        values["prediction_note"] = data.get("prediction_note") or ""
+        values["mode_indices"] = list(data.get("mode_indices") or [])
+        return cls(**values)
+
+    def scalars(self) -> dict[str, float]:
+        """Finite scalar metrics under their documented keys (see :data:`SCALAR_KEYS`)."""
+        out: dict[str, float] = {}
+        for key, attr in SCALAR_KEYS.items():
+            out[key] = float(getattr(self, attr))
+        for i, index in enumerate(self.mode_indices):
+            out[MODE_KEY.format(index=index, kind="predicted")] = float(self.mode_learnability_predicted[i])
+            out[MODE_KEY.format(index=index, kind="actual")] = float(self.mode_learnability_actual[i])
+        for name, value in self.parameter_change_per_tensor.items():
+            out[f"ntk/params/{name}/relative_change"] = float(value)
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+class NTKTracker:
+    """Measures a model against NTK theory on a fixed probe, from a plain PyTorch loop or a callback.
+
+    Args:
+        model: the network being trained (never modified; see :func:`~ntkmonitor.empirical_ntk`).
+        probe: ``(x, y)``: ``M`` held-out inputs (a tensor, tuple or dict batch) and targets ``(M,)`` /
+            ``(M, k)`` (floats) or integer class labels ``(M,)`` (one-hot to the output width).
+        train_size: ``n``, the number of training examples (for the theory's predictions).
+        method: eNTK method (``"auto"``, ``"jacobian"``, ``"ntk_vp"``).
+        params: parameter subset for the kernel and the drift metrics (names / module prefixes).
+        chunk_size: eNTK chunk size.
+        dtype: eNTK computation dtype (``None``: the parameters', at least float32).
+        output_fn: selects the output tensor from a tuple/dict output.
+        top_k: modes reported per measurement (top by reference eigenvalue) and eigenspace-overlap size.
+        ridge: fixed ridge ``delta`` for the predictions; ``None`` to use ``lr`` or 0.
+        lr: learning rate for the finite-time ridge ``effective_ridge(n, lr, step, loss=loss)``
+            (a heuristic for plain SGD/GD); ignored when ``ridge`` is given.
+        loss: ``"half_mse"`` or ``"mse"``, the normalization of the training loss for ``lr``.
+        noise: target-noise variance ``eps^2`` for the predicted test MSE.
+        thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
+        storage_device: where references (``K0``, ``theta_0``, ``f0``, the probe) are kept; default CPU.
+
+    Attributes:
+        history: the :class:`Snapshot` of every measurement, in order.
+        target: ``(M, k)`` float64 regression target on the probe.
+        K0: ``(M, M)`` reference kernel; ``spectrum0`` its :class:`~ntkmonitor.Spectrum`;
+            ``coefficients0`` ``(M, k)`` the target's coefficients in that eigenbasis; ``f0`` ``(M, k)``
+            the outputs at the reference; ``params0`` the reference parameters.
+        last_spectrum: the :class:`~ntkmonitor.Spectrum` of the latest measurement's kernel.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+        >>> x, labels = torch.randn(20, 3), torch.randint(0, 4, (20,))
+        >>> tracker = NTKTracker(model, (x, labels), train_size=100, top_k=5)
+        >>> tracker.target.shape  # one-hot
+        torch.Size([20, 4])
+        >>> _ = tracker.reference()
+        >>> len(tracker.history)
+        1
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        probe: tuple[Any, torch.Tensor],
+        train_size: int,
+        *,
+        method: str = "auto",
+        params: Sequence[str] | str | None = None,
+        chunk_size: int | None = None,
+        dtype: torch.dtype | None = None,
+        output_fn: OutputFn | None = None,
+        top_k: int = 10,
+        ridge: float | None = None,
+        lr: float | None = None,
+        loss: str = "half_mse",
+        noise: float = 0.0,
+        thresholds: drift.DriftThresholds | None = None,
+        storage_device: torch.device | str = "cpu",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"Expected model to be a torch.nn.Module, but got {type(model).__name__}.")
+        if not (isinstance(probe, (tuple, list)) and len(probe) == 2):
+            raise InputError(
+                f"Expected probe to be a pair (x, y) of inputs and targets, but got {type(probe).__name__}"
+                f"{f' of length {len(probe)}' if isinstance(probe, (tuple, list)) else ''}."
+            )
+        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+            raise InputError(
+                f"Expected train_size to be a positive int (the training-set size n), but got {train_size!r}."
+            )
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InputError(f"Expected top_k to be a positive int, but got {top_k!r}.")
+        if ridge is not None and not (isinstance(ridge, (int, float)) and ridge >= 0):
+            raise InputError(f"Expected ridge to be None or a number >= 0, but got {ridge!r}.")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise InputError(f"Expected lr to be None or a number > 0, but got {lr!r}.")
+        if loss not in ("half_mse", "mse"):
+            raise InputError(f"Expected loss to be 'half_mse' or 'mse', but got {loss!r}.")
+        self.model = model
+        self.train_size = train_size
+        self.kernel_options = {
+            "method": method,
+            "params": params,
+            "chunk_size": chunk_size,
+            "dtype": dtype,
+            "output_fn": output_fn,
+        }
+        self.top_k = top_k
+        self.ridge = None if ridge is None else float(ridge)
+        self.lr = None if lr is None else float(lr)
+        self.loss = loss
+        self.noise = float(noise)
+        self.thresholds = thresholds if thresholds is not None else drift.DriftThresholds()
+        self.storage_device = torch.device(storage_device)
+        self.history: list[Snapshot] = []
+        self._set_probe(*probe)
+        self._reset_reference()
+
+    # ------------------------------------------------------------------ probe and target
+    def _set_probe(self, x: Any, y: torch.Tensor) -> None:
+        M = _inputs.validate_batch(x, "probe x")
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y)
+        if y.ndim not in (1, 2) or y.shape[0] != M:
+            raise InputError(
+                f"Expected probe y to have shape ({M},) or ({M}, k) to match the {M} probe inputs, but got "
+                f"{tuple(y.shape)}."
+            )
+        self.x = _inputs.tree_map(lambda t: t.detach().to(self.storage_device).clone(), x)
+        self.y = y.detach().to(self.storage_device).clone()
+        self.M = M
+        fm = FunctionalModel(self.model, self.kernel_options["params"], None, self.kernel_options["output_fn"])
+        with fm.measuring():
+            k = fm.profile(_inputs.prepare(self.x, fm.device, fm.dtype), M, "probe x").num_outputs
+        self.num_outputs = k
+        self.target = self._as_target(self.y, k)
+
+    @staticmethod
+    def _as_target(y: torch.Tensor, k: int) -> torch.Tensor:
+        """``(M, k)`` float64 regression target; integer labels become one-hot."""
+        if not y.is_floating_point():
+            if y.ndim != 1:
+                raise InputError(f"Expected integer class labels of shape (M,), but got {tuple(y.shape)}.")
+            if int(y.min()) < 0 or int(y.max()) >= k:
+                raise InputError(
+                    f"Expected class labels in [0, {k}) to match the model's {k} outputs, but got labels from "
+                    f"{int(y.min())} to {int(y.max())}."
+                )
+            return torch.nn.functional.one_hot(y.long(), k).to(torch.float64)
+        target = y.to(torch.float64)
+        target = target[:, None] if target.ndim == 1 else target
+        if target.shape[1] != k:
+            raise InputError(
+                f"Expected probe y with {k} columns to match the model's {k} outputs, but got {target.shape[1]}. "
+                "Pass integer labels for one-hot targets, or select the output with output_fn."
+            )
+        return target
+
+    # ------------------------------------------------------------------ measurements
+    def _reset_reference(self) -> None:
+        self.K0: torch.Tensor | None = None
+        self.spectrum0: Spectrum | None = None
+        self.f0: torch.Tensor | None = None
+        self.params0: dict[str, torch.Tensor] | None = None
+        self.coefficients0: torch.Tensor | None = None
+        self._K_prev: torch.Tensor | None = None
+        self._step_prev: int | None = None
+        self.last_spectrum: Spectrum | None = None
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether :meth:`reference` (or :meth:`load_state_dict`) has run."""
+        return self.K0 is not None
+
+    def _kernel(self) -> torch.Tensor:
+        o = self.kernel_options
+        K = empirical_ntk(
+            self.model,
+            self.x,
+            mode="trace",
+            method=o["method"],
+            params=o["params"],
+            chunk_size=o["chunk_size"],
+            dtype=o["dtype"],
+            output_fn=o["output_fn"],
+        )
+        return K.detach().to(self.storage_device)
+
+    def _outputs_and_params(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        o = self.kernel_options
+        fm = FunctionalModel(self.model, o["params"], o["dtype"], o["output_fn"])
+        with fm.measuring(), torch.no_grad():
+            out = fm(fm.primals, _inputs.prepare(self.x, fm.device, fm.dtype))
+        params = {name: p.detach() for name, p in fm.primals.items()}
+        return out.detach().to(self.storage_device, torch.float64), params
+
+    def reference(self, step: int = 0, epoch: int | None = None) -> Snapshot:
+        """Capture the reference state (call it at initialization) and return its :class:`Snapshot`.
+
+        Args:
+            step: the step to record (normally 0).
+            epoch: the epoch to record.
+
+        Returns:
+            The snapshot at the reference (kernel distance 0, actual learnability 0).
+        """
+        start = time.perf_counter()
+        K0 = self._kernel()
+        f0, params = self._outputs_and_params()
+        self.K0 = K0
+        self.spectrum0 = eigendecompose(K0)
+        self.f0 = f0
+        self.params0 = {name: p.to(self.storage_device, copy=True) for name, p in params.items()}
+        self.coefficients0 = self.spectrum0.project(self.target)
+        self.history = []
+        return self._snapshot(step, epoch, K0, f0, params, self.spectrum0, start)
+
+    def measure(self, step: int, epoch: int | None = None) -> Snapshot:
+        """Measure the model now and append the :class:`Snapshot` to :attr:`history`.
+
+        Args:
+            step: the current optimizer step (the finite-time ridge uses it).
+            epoch: the current epoch, if known.
+
+        Returns:
+            The new snapshot.
+        """
+        if not self.has_reference:
+            raise InputError("Expected reference() to run before measure(), but no reference was captured.")
+        start = time.perf_counter()
+        Kt = self._kernel()
+        f_t, params = self._outputs_and_params()
+        return self._snapshot(step, epoch, Kt, f_t, params, eigendecompose(Kt), start)
+
+    def _ridge(self, step: int) -> float:
+        if self.ridge is not None:
+            return self.ridge
+        if self.lr is not None:
+            return math.inf if step <= 0 else theory.effective_ridge(self.train_size, self.lr, step, loss=self.loss)
+        return 0.0
+
+    def _predict(self, spectrum: Spectrum, coefficients: torch.Tensor, ridge: float) -> tuple[Any, str]:
+        """The prediction, with a tail extrapolated when needed; ``(None, reason)`` if impossible."""
+        if math.isinf(ridge):  # nothing trained yet
+            return None, "step 0 with lr: nothing learned yet"
+        n = self.train_size
+        try:
+            return theory.predict(spectrum.eigenvalues, coefficients, n, ridge=ridge, noise=self.noise), ""
+        except NoSolutionError:
+            pass
+        try:
+            eigs, mult, fit = theory.extrapolate_tail(spectrum, TAIL_FACTOR * n)
+        except InputError as err:
+            return None, f"no solution: {err}"
+        r = int((spectrum.eigenvalues > 0).sum())
+        coeffs = torch.zeros(eigs.shape[0], coefficients.shape[1], dtype=torch.float64)
+        coeffs[:r] = coefficients[spectrum.eigenvalues > 0].cpu()
+        prediction = theory.predict(eigs, coeffs, n, ridge=ridge, noise=self.noise, multiplicities=mult)
+        note = f"tail extrapolated: power law alpha={fit.alpha:.3f} (r2={fit.r2:.3f}) to {TAIL_FACTOR * n} modes"
+        return prediction, note
+
+    def _snapshot(
+        self,
+        step: int,
+        epoch: int | None,
+        Kt: torch.Tensor,
+        f_t: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        spectrum: Spectrum,
+        start: float,
+    ) -> Snapshot:
+        assert self.K0 is not None and self.spectrum0 is not None and self.f0 is not None
+        snap = Snapshot(step=int(step), epoch=epoch)
+        snap.kernel_distance = drift.kernel_distance(self.K0, Kt)
+        if self._K_prev is not None and self._step_prev is not None and step > self._step_prev:
+            snap.kernel_velocity = drift.kernel_velocity(self._K_prev, Kt, step - self._step_prev)
+        snap.relative_kernel_change = drift.relative_kernel_change(self.K0, Kt)
+        change = drift.relative_parameter_change(self.params0, params)
+        snap.parameter_change = change.total
+        snap.parameter_change_per_tensor = dict(change.per_parameter)
+        moved = bool(torch.any(f_t != self.f0))
+        if moved:
+            o = self.kernel_options
+            snap.linearization_error = drift.linearization_error(
+                self.model,
+                self.params0,
+                params,
+                self.x,
+                f0=self.f0,
+                output_fn=o["output_fn"],
+                params=list(self.params0),
+                dtype=o["dtype"],
+            )
+        snap.kernel_alignment = drift.kernel_target_alignment(Kt, self.target)
+        k = min(self.top_k, self.M - 1)
+        snap.eigenspace_overlap = drift.eigenspace_overlap(self.K0, Kt, max(1, k))
+        snap.verdict = str(drift.verdict(snap.kernel_distance, snap.linearization_error, self.thresholds))
+
+        lam = spectrum.eigenvalues
+        snap.top_eigenvalues = lam[: self.top_k].tolist()
+        snap.effective_rank = spectrum.effective_rank()
+        snap.participation_ratio = spectrum.participation_ratio()
+        snap.kernel_trace = float(lam.sum())
+
+        ridge = self._ridge(step)
+        snap.ridge = ridge
+        pred0, note0 = self._predict(self.spectrum0, self.coefficients0, ridge)
+        pred_t, note_t = self._predict(spectrum, spectrum.project(self.target), ridge)
+        power = float(self.target.pow(2).mean(0).sum())
+        for pred, suffix in ((pred0, "init"), (pred_t, "current")):
+            if pred is None and math.isinf(ridge):  # nothing learned: L = 0, MSE = mean y^2 + noise
+                setattr(snap, f"learnability_predicted_{suffix}", 0.0)
+                setattr(snap, f"test_mse_predicted_{suffix}", power / self.num_outputs + self.noise)
+            elif pred is not None:
+                setattr(snap, f"learnability_predicted_{suffix}", pred.learnability)
+                setattr(snap, f"test_mse_predicted_{suffix}", pred.test_mse)
+                setattr(snap, f"kappa_{suffix}", pred.kappa)
+        snap.prediction_note = "; ".join(dict.fromkeys(n for n in (note0, note_t) if n))
+
+        f_hat = f_t - self.f0
+        snap.learnability_actual = theory.learnability(self.target, f_hat)
+        snap.test_mse_actual = float((f_hat - self.target).pow(2).mean())
+        top = min(self.top_k, self.spectrum0.rank)
+        modes = theory.mode_learnability(self.spectrum0, self.target, f_hat)
+        snap.mode_indices = list(range(top))
+        if pred0 is not None:
+            snap.mode_learnability_predicted = pred0.mode_learnability[:top].tolist()
+        elif math.isinf(ridge):
+            snap.mode_learnability_predicted = [0.0] * top
+        else:
+            snap.mode_learnability_predicted = [math.nan] * top
+        snap.mode_learnability_actual = modes.values[:top].tolist()
+        snap.target_power = self.coefficients0[:top].pow(2).sum(1).tolist()
+
+        self._K_prev, self._step_prev = Kt, int(step)
+        self.last_spectrum = spectrum
+        snap.seconds = time.perf_counter() - start
+        self.history.append(snap)
+        return snap
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue against the same reference (probe, ``K0``, ``theta_0``, history).
+
+        Returns:
+            A dict of tensors and plain Python values (``torch.save``-able with ``weights_only=True``).
+        """
+        return {
+            "version": 1,
+            "x": self.x,
+            "y": self.y,
+            "K0": self.K0,
+            "eigenvalues0": None if self.spectrum0 is None else self.spectrum0.eigenvalues,
+            "eigenvectors0": None if self.spectrum0 is None else self.spectrum0.eigenvectors,
+            "f0": self.f0,
+            "params0": self.params0,
+            "K_prev": self._K_prev,
+            "step_prev": self._step_prev,
+            "train_size": self.train_size,
+            "history": [s.to_dict() for s in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; measurements continue against the saved reference.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        """
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise InputError("Expected a state dict from NTKTracker.state_dict() (version 1), but got something else.")
+        self._set_probe(state["x"], state["y"])
+        self.train_size = int(state["train_size"])
+        self._reset_reference()
+        if state["K0"] is not None:
+            self.K0 = state["K0"].to(self.storage_device)
+            self.spectrum0 = Spectrum(state["eigenvalues0"], state["eigenvectors0"], M=self.M)
+            self.f0 = state["f0"].to(self.storage_device)
+            self.params0 = {k: v.to(self.storage_device) for k, v in state["params0"].items()}
+            self.coefficients0 = self.spectrum0.project(self.target)
+            self._K_prev = None if state["K_prev"] is None else state["K_prev"].to(self.storage_device)
+            self._step_prev = state["step_prev"]
+        self.history = [Snapshot.from_dict(d) for d in state["history"]]
