@@ -9,9 +9,12 @@ The public API, by layer (each module is importable on its own too):
   :func:`mode_learnability`, :func:`kernel_regression`, :func:`conservation_check`);
 - drift (:mod:`ntkmonitor.drift`): lazy-regime metrics (:func:`kernel_distance`,
   :func:`linearization_error`, ...) and the :func:`verdict`;
+- monitoring (:mod:`ntkmonitor.tracker`): :class:`NTKTracker` -> :class:`Snapshot`, framework-free;
+- the Lightning callback :class:`NTKMonitor` (:mod:`ntkmonitor.callback`, imported on first use);
 - errors: :class:`NTKMonitorError` and its subclasses, :class:`NTKMonitorWarning`.
 
-``import ntkmonitor`` does not import Lightning, TensorBoard or matplotlib.
+``import ntkmonitor`` does not import Lightning, TensorBoard or matplotlib: ``ntkmonitor.NTKMonitor``
+imports Lightning when first accessed.
 
 Example:
     >>> import torch, ntkmonitor
@@ -55,12 +58,14 @@ from .theory import (
     Prediction,
     conservation_check,
     effective_ridge,
+    extrapolate_tail,
     kernel_regression,
     learnability,
     mode_learnability,
     predict,
     solve_kappa,
 )
+from .tracker import NTKTracker, Snapshot
 
 __version__ = "0.1.0"
 
@@ -79,6 +84,7 @@ __all__ = [
     "predict",
     "Prediction",
     "effective_ridge",
+    "extrapolate_tail",
     "learnability",
     "mode_learnability",
     "ModeLearnability",
@@ -97,6 +103,10 @@ __all__ = [
     "DriftThresholds",
     "Verdict",
     "verdict",
+    # monitoring
+    "NTKTracker",
+    "Snapshot",
+    "NTKMonitor",
     # errors
     "NTKMonitorError",
     "InputError",
@@ -107,3 +117,11 @@ __all__ = [
     "KernelMemoryError",
     "NTKMonitorWarning",
 ]
+
+
+def __getattr__(name: str):  # PEP 562: import Lightning only when the callback is asked for
+    if name == "NTKMonitor":
+        from .callback import NTKMonitor
+
+        return NTKMonitor
+    raise AttributeError(f"module 'ntkmonitor' has no attribute {name!r}")

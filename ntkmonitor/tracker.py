@@ -21,7 +21,7 @@ Conventions (see ``docs/theory.md``):
   (:func:`~ntkmonitor.theory.extrapolate_tail`) to ``10 n`` modes, and ``Snapshot.prediction_note`` says so.
 
 Example:
-    >>> torch.manual_seed(0)
+    >>> _ = torch.manual_seed(0)
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
     >>> x = torch.randn(32, 4)
     >>> tracker = NTKTracker(model, (x, torch.sin(x[:, 0])), train_size=16)
@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _inputs, drift, theory
+from . import _checks, _inputs, drift, theory
 from ._functional import FunctionalModel, OutputFn
 from .errors import InputError, NoSolutionError
 from .kernel import empirical_ntk
@@ -294,12 +294,8 @@ class NTKTracker:
                 f"Expected probe to be a pair (x, y) of inputs and targets, but got {type(probe).__name__}"
                 f"{f' of length {len(probe)}' if isinstance(probe, (tuple, list)) else ''}."
             )
-        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
-            raise InputError(
-                f"Expected train_size to be a positive int (the training-set size n), but got {train_size!r}."
-            )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InputError(f"Expected top_k to be a positive int, but got {top_k!r}.")
+        train_size = _checks.positive_int(train_size, "train_size (the training-set size n)")
+        top_k = _checks.positive_int(top_k, "top_k")
         if ridge is not None and not (isinstance(ridge, (int, float)) and ridge >= 0):
             raise InputError(f"Expected ridge to be None or a number >= 0, but got {ridge!r}.")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
@@ -488,19 +484,19 @@ class NTKTracker:
         change = drift.relative_parameter_change(self.params0, params)
         snap.parameter_change = change.total
         snap.parameter_change_per_tensor = dict(change.per_parameter)
-        moved = bool(torch.any(f_t != self.f0))
-        if moved:
-            o = self.kernel_options
-            snap.linearization_error = drift.linearization_error(
-                self.model,
-                self.params0,
-                params,
-                self.x,
-                f0=self.f0,
-                output_fn=o["output_fn"],
-                params=list(self.params0),
-                dtype=o["dtype"],
-            )
+        # Also at the reference, where it is nan (nothing moved): that checks forward-mode AD on this model
+        # before training starts and keeps its one-time warm-up out of the measurements during training.
+        o = self.kernel_options
+        snap.linearization_error = drift.linearization_error(
+            self.model,
+            self.params0,
+            params,
+            self.x,
+            f0=self.f0,
+            output_fn=o["output_fn"],
+            params=list(self.params0),
+            dtype=o["dtype"],
+        )
         snap.kernel_alignment = drift.kernel_target_alignment(Kt, self.target)
         k = min(self.top_k, self.M - 1)
         snap.eigenspace_overlap = drift.eigenspace_overlap(self.K0, Kt, max(1, k))

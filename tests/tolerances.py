@@ -72,3 +72,8 @@ LINEARIZATION_LINEAR_MODEL_ATOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 DRIFT_RTOL = 1e-10
 """Drift metrics vs independent float64 formulas."""
+
+# ---------------------------------------------------------------------------------------------------- callback
+CALLBACK_KERNEL_RTOL = 1e-5
+"""Kernel / eigenvalues measured inside a Lightning run vs ``empirical_ntk`` recomputed afterwards on the same
+parameters, both float32: only the summation order may differ."""

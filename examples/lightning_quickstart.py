@@ -1,0 +1,128 @@
+"""Lightning quickstart: train an MLP with ``NTKMonitor`` and watch it in TensorBoard.
+
+Run:
+    python examples/lightning_quickstart.py                 # under a minute on 2 CPU cores
+    python examples/lightning_quickstart.py --quick         # seconds (smoke test)
+    tensorboard --logdir ntk_runs                           # then open the printed URL
+
+A student MLP learns a random teacher network (regression, 1 output) on synthetic 16-d data with
+plain SGD. The callback draws a 128-point probe from the validation set, measures the empirical NTK
+on it at a cadence that keeps its overhead under 5 %, and logs drift from the lazy regime and
+predicted vs actual learnability. Try ``--width 64`` for a narrow network that leaves the lazy regime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ntkmonitor
+
+
+class Regressor(pl.LightningModule):
+    """A 2-hidden-layer ReLU MLP trained with MSE and plain SGD."""
+
+    def __init__(self, width: int = 512, d: int = 16, lr: float = 0.05) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1)
+        )
+        self.lr = lr
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def make_data(n_train: int = 2048, n_val: int = 512, d: int = 16, seed: int = 0):
+    """Inputs on the sphere and a random teacher network's outputs (unit variance)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_val, d, generator=g)
+    x = x / x.norm(dim=1, keepdim=True) * d**0.5
+    w1 = torch.randn(d, 64, generator=g) / d**0.5
+    w2 = torch.randn(64, 1, generator=g) / 8
+    y = torch.tanh(x @ w1) @ w2
+    y = (y - y.mean()) / y.std()
+    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
+
+
+def train(
+    width: int = 512,
+    epochs: int = 150,
+    monitor: ntkmonitor.NTKMonitor | None = None,
+    out: str | None = None,
+    seed: int = 0,
+    n_train: int = 2048,
+) -> tuple[Regressor, pl.Trainer]:
+    """Train the regressor (with ``monitor`` if given); logs to TensorBoard under ``out`` if given."""
+    pl.seed_everything(seed, verbose=False)
+    train_set, val_set = make_data(n_train=n_train)
+    model = Regressor(width=width)
+    logger = pl.loggers.TensorBoardLogger(out, name=f"width{width}") if out else False
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=[monitor] if monitor is not None else [],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    trainer.fit(
+        model,
+        DataLoader(train_set, batch_size=64, shuffle=True),
+        DataLoader(val_set, batch_size=256),
+    )
+    return model, trainer
+
+
+def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
+    """Train with the callback, print a summary and the TensorBoard command."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="ntk_runs", help="TensorBoard log directory (default ntk_runs)")
+    parser.add_argument("--width", type=int, default=512, help="hidden width (default 512)")
+    parser.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    args = parser.parse_args(argv)
+    width, epochs, n_train = (args.width, args.epochs, 2048) if not args.quick else (64, 2, 256)
+
+    monitor = ntkmonitor.NTKMonitor(probe_size=128, lr="auto", loss="mse")
+    start = time.perf_counter()
+    train(width=width, epochs=epochs, monitor=monitor, out=args.out, n_train=n_train)
+    seconds = time.perf_counter() - start
+    last = monitor.history[-1]
+    measured = sum(s.seconds for s in monitor.history)
+    print(f"trained width {width} for {epochs} epochs in {seconds:.1f} s; {len(monitor.history)} NTK measurements")
+    print(f"  measurements took {measured:.1f} s ({100 * measured / seconds:.1f}% of the run)")
+    print(f"  verdict at step {last.step}: {last.verdict} (kernel distance {last.kernel_distance:.3g})")
+    print(
+        f"  learnability: actual {last.learnability_actual:.3f}, predicted from the initial kernel "
+        f"{last.learnability_predicted_init:.3f}, from the current kernel {last.learnability_predicted_current:.3f}"
+    )
+    print(f"  test MSE on the probe: actual {last.test_mse_actual:.3f}, predicted {last.test_mse_predicted_init:.3f}")
+    print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {Path(args.out).resolve()}")
+    return monitor
+
+
+if __name__ == "__main__":
+    main()

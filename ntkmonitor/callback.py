@@ -1,0 +1,480 @@
+"""The Lightning callback :class:`NTKMonitor`: NTK theory vs your network, live in TensorBoard.
+
+``Trainer(callbacks=[NTKMonitor()])`` is all it takes. At the start of training the callback draws a
+fixed probe from the validation set (or the training set, with a warning), captures the reference
+kernel, then measures every ``every_n_steps`` optimizer steps and at the end of training, through an
+:class:`~ntkmonitor.NTKTracker`. Results go to every logger: TensorBoard loggers get the scalars, the
+custom-scalar charts, histograms, figures and a text summary (:mod:`ntkmonitor.tensorboard`); other
+loggers (CSV, ...) get the scalars through ``log_metrics``.
+
+Guarantees:
+
+- **Training is not perturbed**: the same seed gives bit-identical weights with or without the callback
+  (no RNG is consumed, no ``.grad``, buffer or ``.training`` flag is touched, the user's dataloaders are
+  never iterated: probe items are read by indexing the dataset).
+- **Never crashes training**: a failed measurement warns (:class:`~ntkmonitor.NTKMonitorWarning`) and is
+  skipped; ``strict=True`` re-raises instead.
+- **Resumable**: ``state_dict`` holds the probe and the reference, so a run resumed from a checkpoint
+  continues against the same reference.
+- **DDP**: only global rank 0 measures and logs; the measurement uses no collective, so other ranks
+  cannot deadlock on it (they wait at their next gradient all-reduce instead).
+
+The class is built on ``pytorch_lightning.Callback`` (or ``lightning.pytorch.Callback`` when only the
+unified ``lightning`` package is installed); :func:`lightning_callback_class` builds it on any base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _checks, drift
+from .errors import InputError, NTKMonitorWarning
+from .tracker import NTKTracker, Snapshot
+
+__all__ = ["NTKMonitor", "lightning_callback_class", "DEFAULT_PROBE_SIZE", "DEFAULT_MAX_OVERHEAD"]
+
+DEFAULT_PROBE_SIZE = 256
+"""Probe points drawn when no probe is given."""
+
+DEFAULT_MAX_OVERHEAD = 0.04
+"""With ``every_n_steps=None`` the callback's time (reference and measurements, with logging) is kept within
+this fraction of the training time; 4 % leaves room for the final measurement within a 5 % overhead."""
+
+
+@contextmanager
+def _preserve_rng() -> Any:
+    """Restore torch (CPU and CUDA), Python and NumPy RNG states on exit (dataset transforms may draw)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The first DataLoader of a loader collection (list, tuple, dict, CombinedLoader)."""
+    if loaders is None:
+        return None
+    if hasattr(loaders, "iterables"):  # CombinedLoader
+        loaders = loaders.iterables
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return _first_loader(loaders[0]) if loaders else None
+    return loaders
+
+
+def _default_batch_to_xy(batch: Any) -> tuple[Any, torch.Tensor]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, dict):
+        for xk, yk in (("x", "y"), ("input", "target"), ("inputs", "targets"), ("image", "label")):
+            if xk in batch and yk in batch:
+                return batch[xk], batch[yk]
+    raise InputError(
+        f"Expected dataset items to be (x, y) pairs or dicts with 'x'/'y' keys, but got {type(batch).__name__}. "
+        "Pass batch_to_xy=lambda batch: (inputs, targets) to NTKMonitor, or an explicit probe=(x, y)."
+    )
+
+
+class _NTKMonitorLogic:
+    """The callback's behaviour, independent of which Lightning package provides the base class."""
+
+    def __init__(
+        self,
+        probe: tuple[Any, torch.Tensor] | None = None,
+        *,
+        probe_size: int = DEFAULT_PROBE_SIZE,
+        train_size: int | None = None,
+        every_n_steps: int | None = None,
+        max_overhead: float = DEFAULT_MAX_OVERHEAD,
+        figures_every: int = 10,
+        batch_to_xy: Callable[[Any], tuple[Any, torch.Tensor]] | None = None,
+        module: str | None = None,
+        method: str = "auto",
+        params: Sequence[str] | str | None = None,
+        chunk_size: int | None = None,
+        dtype: torch.dtype | None = None,
+        output_fn: Callable[[Any], torch.Tensor] | None = None,
+        top_k: int = 10,
+        ridge: float | None = None,
+        lr: float | str | None = None,
+        loss: str = "half_mse",
+        noise: float = 0.0,
+        thresholds: drift.DriftThresholds | None = None,
+        seed: int = 0,
+        history_file: str | None = "ntk_history.json",
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
+            raise InputError(f"Expected probe to be None or a pair (x, y), but got {type(probe).__name__}.")
+        probe_size = _checks.positive_int(probe_size, "probe_size")
+        figures_every = _checks.positive_int(figures_every, "figures_every")
+        if every_n_steps is not None:
+            every_n_steps = _checks.positive_int(every_n_steps, "every_n_steps (or None for the overhead budget)")
+        if train_size is not None:
+            train_size = _checks.positive_int(train_size, "train_size (or None to infer it)")
+        if not (isinstance(max_overhead, (int, float)) and 0 < max_overhead <= 1):
+            raise InputError(f"Expected max_overhead in (0, 1], but got {max_overhead!r}.")
+        if lr is not None and lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
+            raise InputError(f"Expected lr to be None, 'auto' or a number > 0, but got {lr!r}.")
+        if batch_to_xy is not None and not callable(batch_to_xy):
+            raise InputError(f"Expected batch_to_xy to be callable, but got {type(batch_to_xy).__name__}.")
+        self.probe = probe
+        self.probe_size = probe_size
+        self.train_size = train_size
+        self.every_n_steps = every_n_steps
+        self.max_overhead = float(max_overhead)
+        self.figures_every = figures_every
+        self.batch_to_xy = batch_to_xy or _default_batch_to_xy
+        self.module = module
+        self.tracker_options = {
+            "method": method,
+            "params": params,
+            "chunk_size": chunk_size,
+            "dtype": dtype,
+            "output_fn": output_fn,
+            "top_k": top_k,
+            "ridge": ridge,
+            "loss": loss,
+            "noise": noise,
+            "thresholds": thresholds,
+        }
+        self.lr = lr
+        self.seed = seed
+        self.history_file = history_file
+        self.strict = strict
+        self.tracker: NTKTracker | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._last_step: int | None = None
+        self._measure_seconds = 0.0
+        self._train_start: float | None = None
+        self._measurements_since_figures = 0
+        self._sinks: list[Any] = []
+
+    # ------------------------------------------------------------------ public
+    @property
+    def history(self) -> list[Snapshot]:
+        """Every :class:`~ntkmonitor.Snapshot` measured so far (empty before training; rank 0 only under DDP)."""
+        return [] if self.tracker is None else self.tracker.history
+
+    @property
+    def state_key(self) -> str:
+        """Key of this callback's state in checkpoints."""
+        return "NTKMonitor"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Probe, reference and history of the tracker, for resuming (see :meth:`load_state_dict`)."""
+        tracker_state = self.tracker.state_dict() if self.tracker is not None else self._pending_state
+        return {"tracker": tracker_state, "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state; the reference is applied at the start of the resumed training."""
+        self._pending_state = state_dict.get("tracker")
+        self._last_step = state_dict.get("last_step")
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Draw the probe and capture the reference (or restore it from a checkpoint)."""
+        if not trainer.is_global_zero:
+            return
+        start = time.perf_counter()
+        self._guard(trainer, "the reference", lambda: self._start(trainer, pl_module))
+        self._train_start = time.perf_counter()
+        self._measure_seconds = self._train_start - start  # the reference counts towards the budget
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Measure when an optimizer step completes a period (gradient accumulation respected)."""
+        if not trainer.is_global_zero or self.tracker is None or not self.tracker.has_reference:
+            return
+        step = int(trainer.global_step)
+        if step == self._last_step or step == 0:
+            return
+        if self.every_n_steps is not None:
+            due = step % self.every_n_steps == 0
+        else:
+            due = self._within_budget()
+        if due:
+            self._measure(trainer, pl_module, step)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Measure at the final step (if not yet measured), write figures and the history file."""
+        if not trainer.is_global_zero or self.tracker is None or not self.tracker.has_reference:
+            return
+        step = int(trainer.global_step)
+        if step != self._last_step:
+            self._measure(trainer, pl_module, step, final=True)
+        elif self.tracker.history:
+            self._guard(trainer, "the final figures", lambda: self._log_sinks(final=True))
+        self._guard(trainer, "the history file", lambda: self._write_history(trainer))
+
+    # ------------------------------------------------------------------ internals
+    def _guard(self, trainer: Any, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - the monitor must never crash training
+            if self.strict:
+                raise
+            _rank_zero_warn(
+                f"NTKMonitor: {what} at step {int(trainer.global_step)} failed and was skipped "
+                f"({type(err).__name__}: {err}). Training continues; pass strict=True to raise instead."
+            )
+            return None
+
+    def _network(self, pl_module: Any) -> nn.Module:
+        if self.module is None:
+            return pl_module
+        module = pl_module
+        for part in self.module.split("."):
+            if not hasattr(module, part):
+                raise InputError(
+                    f"Expected module={self.module!r} to name a submodule of {type(pl_module).__name__}, but "
+                    f"{type(module).__name__} has no attribute {part!r}."
+                )
+            module = getattr(module, part)
+        if not isinstance(module, nn.Module):
+            raise InputError(f"Expected module={self.module!r} to be an nn.Module, but got {type(module).__name__}.")
+        return module
+
+    def _start(self, trainer: Any, pl_module: Any) -> None:
+        network = self._network(pl_module)
+        options = dict(self.tracker_options)
+        options["lr"] = self._resolve_lr(trainer)
+        self._sinks = self._make_sinks(trainer)
+        if self._pending_state is not None:  # resumed from a checkpoint: same probe, same reference
+            state, self._pending_state = self._pending_state, None
+            self.tracker = NTKTracker(network, (state["x"], state["y"]), int(state["train_size"]), **options)
+            self.tracker.load_state_dict(state)
+            return
+        probe, from_train = self._probe(trainer)
+        train_size = self.train_size or self._infer_train_size(trainer)
+        if from_train:
+            _rank_zero_warn(
+                "NTKMonitor: no validation data, so the probe was drawn from the training set. Actual "
+                "learnability on training points is inflated by memorization (it tends to 1); pass a held-out "
+                "probe=(x, y) or a val_dataloader for meaningful numbers."
+            )
+        self.tracker = NTKTracker(network, probe, train_size, **options)
+        self._last_step = int(trainer.global_step)
+        snap = self._with_grad(lambda: self.tracker.reference(step=self._last_step, epoch=int(trainer.current_epoch)))
+        self._log(trainer, snap)
+
+    def _resolve_lr(self, trainer: Any) -> float | None:
+        if self.lr != "auto":
+            return self.lr
+        optimizers = getattr(trainer, "optimizers", None) or []
+        if len(optimizers) == 1 and type(optimizers[0]) is torch.optim.SGD:
+            group = optimizers[0].param_groups[0]
+            if not group.get("momentum") and not group.get("weight_decay"):
+                return float(group["lr"])
+        _rank_zero_warn(
+            "NTKMonitor: lr='auto' needs a single plain SGD optimizer (no momentum or weight decay) for the "
+            "finite-time prediction; predicting the converged network instead."
+        )
+        return None
+
+    def _probe(self, trainer: Any) -> tuple[tuple[Any, torch.Tensor], bool]:
+        if self.probe is not None:
+            x, y = self.probe
+            return (x, torch.as_tensor(y)), False
+        dataset, from_train = self._dataset(trainer, "val"), False
+        if dataset is None:
+            dataset, from_train = self._dataset(trainer, "train"), True
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise InputError(
+                "Expected a map-style validation or training dataset to draw the probe from, but found none "
+                "(iterable datasets cannot be indexed). Pass probe=(x, y) to NTKMonitor."
+            )
+        from torch.utils.data import default_collate
+
+        with _preserve_rng():
+            generator = torch.Generator().manual_seed(self.seed)
+            index = torch.randperm(len(dataset), generator=generator)[: self.probe_size].tolist()
+            batch = default_collate([dataset[i] for i in index])
+        x, y = self.batch_to_xy(batch)
+        return (x, torch.as_tensor(y)), from_train
+
+    @staticmethod
+    def _dataset(trainer: Any, which: str) -> Any:
+        if which == "train":
+            loader = _first_loader(trainer.train_dataloader)
+        else:
+            loader = _first_loader(trainer.val_dataloaders)
+            if loader is None:
+                source = trainer.fit_loop.epoch_loop.val_loop._data_source
+                if source.is_defined() and getattr(trainer, "limit_val_batches", 1) != 0:
+                    with _preserve_rng():
+                        loader = _first_loader(source.dataloader())
+        return getattr(loader, "dataset", None)
+
+    def _infer_train_size(self, trainer: Any) -> int:
+        dataset = self._dataset(trainer, "train")
+        try:
+            return len(dataset)
+        except TypeError:
+            raise InputError(
+                "Expected a sized training dataset to infer the training-set size n, but it has no len(). "
+                "Pass train_size=n to NTKMonitor."
+            ) from None
+
+    def _within_budget(self) -> bool:
+        """Whether the callback's time so far is within ``max_overhead`` of the training time so far.
+
+        Without look-ahead: the schedule can overshoot by at most one measurement, and over a run the
+        callback's share of the wall time converges to ``max_overhead`` (or less).
+        """
+        if self._train_start is None:
+            return False
+        elapsed = time.perf_counter() - self._train_start - self._measure_seconds
+        return self._measure_seconds <= self.max_overhead * max(elapsed, 0.0)
+
+    @staticmethod
+    def _with_grad(fn: Callable[[], Snapshot]) -> Snapshot:
+        """Run a measurement outside inference mode with grad enabled (Lightning may disable both)."""
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn()
+
+    def _measure(self, trainer: Any, pl_module: Any, step: int, final: bool = False) -> None:
+        self._last_step = step
+        start = time.perf_counter()
+        try:
+            snap = self._guard(
+                trainer,
+                "the measurement",
+                lambda: self._with_grad(lambda: self.tracker.measure(step, epoch=int(trainer.current_epoch))),
+            )
+            if snap is not None:
+                self._log(trainer, snap, final=final)
+        finally:  # the overhead budget counts measurement and logging (figures)
+            self._measure_seconds += time.perf_counter() - start
+
+    def _make_sinks(self, trainer: Any) -> list[Any]:
+        sinks = []
+        for logger in getattr(trainer, "loggers", []) or []:
+            writer = getattr(logger, "experiment", None) if _is_tensorboard(logger) else None
+            if writer is not None and hasattr(writer, "add_custom_scalars"):
+                from .tensorboard import TensorBoardSink
+
+                sinks.append(("tensorboard", TensorBoardSink(writer, figures_every=self.figures_every)))
+            else:
+                sinks.append(("metrics", logger))
+        return sinks
+
+    def _log(self, trainer: Any, snap: Snapshot, final: bool = False) -> None:
+        self._guard(trainer, "logging", lambda: self._log_sinks(final=final, snap=snap))
+
+    def _log_sinks(self, final: bool = False, snap: Snapshot | None = None) -> None:
+        for kind, sink in self._sinks:
+            if kind == "tensorboard":
+                sink.log(self.tracker, final=final)
+            elif snap is not None:
+                sink.log_metrics(snap.scalars(), step=snap.step)
+
+    def _write_history(self, trainer: Any) -> None:
+        if not self.history_file or not getattr(trainer, "loggers", None):
+            return
+        log_dir = trainer.loggers[0].log_dir or trainer.default_root_dir
+        path = Path(log_dir) / self.history_file
+        os.makedirs(path.parent, exist_ok=True)
+        payload = {"train_size": self.tracker.train_size, "history": [s.to_dict() for s in self.tracker.history]}
+        path.write_text(json.dumps(payload, indent=1))
+
+
+def _is_tensorboard(logger: Any) -> bool:
+    return any(cls.__name__ == "TensorBoardLogger" for cls in type(logger).__mro__)
+
+
+def _rank_zero_warn(message: str) -> None:
+    try:
+        from lightning_utilities.core.rank_zero import rank_zero_warn
+    except ImportError:  # pragma: no cover - lightning always ships lightning_utilities
+        import warnings
+
+        warnings.warn(message, NTKMonitorWarning, stacklevel=3)
+        return
+    rank_zero_warn(message, category=NTKMonitorWarning)
+
+
+_DOC = """Lightning callback that monitors training against NTK theory.
+
+    ``Trainer(callbacks=[NTKMonitor()])`` works with no arguments: the probe (``probe_size`` points) is
+    drawn with a private generator from the validation dataset, or from the training dataset with a
+    warning; ``n`` is the training dataset's length; ``(x, y)`` come from dataset items (pairs, or dicts
+    with ``x``/``y`` keys; ``batch_to_xy`` for other formats). Measurements run in training hooks, outside
+    inference mode, at the optimizer step (gradient accumulation respected). See ``docs/callback.md`` for
+    every logged key.
+
+    Args:
+        probe: explicit held-out ``(x, y)``; ``y`` float ``(M,)``/``(M, k)`` or integer labels ``(M,)``.
+        probe_size: points drawn when ``probe`` is None (default 256).
+        train_size: ``n`` for the theory; default ``len(train dataset)``.
+        every_n_steps: measure every this many optimizer steps; ``None`` (default) measures whenever the
+            callback's cumulative time (reference, measurements, logging) is within ``max_overhead`` of the
+            training time so far, so its share converges to ``max_overhead`` (the final measurement is extra).
+        max_overhead: overhead budget of the default schedule (default 0.04).
+        figures_every: TensorBoard figures every this many measurements (and at the end).
+        batch_to_xy: maps a collated batch of dataset items to ``(x, y)``.
+        module: attribute path of the network inside the LightningModule (e.g. ``"net"``); ``None`` for the
+            LightningModule itself (its ``forward``).
+        method, params, chunk_size, dtype, output_fn: passed to :func:`~ntkmonitor.empirical_ntk`.
+        top_k: modes reported per measurement.
+        ridge: fixed ridge of the predictions.
+        lr: learning rate for the finite-time prediction (:func:`~ntkmonitor.effective_ridge`); ``"auto"``
+            reads it from a plain SGD optimizer; ``None`` predicts the converged network.
+        loss: ``"half_mse"`` or ``"mse"``, the loss normalization for ``lr``.
+        noise: target noise variance for the predicted test MSE.
+        thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
+        seed: seed of the private generator that draws the probe.
+        history_file: JSON file written into the first logger's ``log_dir`` at the end (``None``: none).
+        strict: re-raise measurement errors instead of warning and skipping.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> monitor = NTKMonitor(every_n_steps=50, probe_size=128)
+        >>> trainer = pl.Trainer(max_epochs=1, callbacks=[monitor], logger=False,
+        ...                      enable_progress_bar=False, enable_model_summary=False)
+    """
+
+
+def lightning_callback_class(base: type) -> type:
+    """Build the NTKMonitor callback class on a Lightning ``Callback`` base class.
+
+    Args:
+        base: ``pytorch_lightning.Callback`` or ``lightning.pytorch.Callback``.
+
+    Returns:
+        A subclass of ``base`` with the behaviour of :class:`NTKMonitor`.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> cls = lightning_callback_class(pl.Callback)
+        >>> issubclass(cls, pl.Callback)
+        True
+    """
+    return type("NTKMonitor", (_NTKMonitorLogic, base), {"__doc__": _DOC, "__module__": __name__})
+
+
+def _default_base() -> type:
+    try:
+        import pytorch_lightning as pl
+    except ImportError:
+        import lightning.pytorch as pl
+    return pl.Callback
+
+
+NTKMonitor = lightning_callback_class(_default_base())

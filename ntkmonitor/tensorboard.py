@@ -1,0 +1,616 @@
+r"""Write a monitored run to TensorBoard: scalars, one overlaid chart per comparison, histograms, figures, text.
+
+Works with any ``torch.utils.tensorboard.SummaryWriter`` (or a writer with the same ``add_*`` methods, such as
+Lightning's ``TensorBoardLogger.experiment``). Nothing here imports TensorBoard or matplotlib until it is
+used. Every write is guarded: a value or figure that cannot be written is skipped with an
+:class:`~ntkmonitor.NTKMonitorWarning`, never an exception that would stop training.
+
+Tags (see ``docs/callback.md`` for the meaning and formula of every key):
+
+- **Scalars** (``SummaryWriter.add_scalar`` at ``global_step = snapshot.step``): every key of
+  :meth:`Snapshot.scalars() <ntkmonitor.Snapshot.scalars>` — the keys of :data:`~ntkmonitor.tracker.SCALAR_KEYS`,
+  the per-mode keys ``ntk/mode_NN/learnability_{predicted,actual}`` (:data:`~ntkmonitor.tracker.MODE_KEY`) and
+  the per-parameter keys ``ntk/params/<name>/relative_change``. Undefined (``nan``) values are not written.
+- **Custom scalars** (the "Custom Scalars" dashboard, category :data:`LAYOUT_CATEGORY` ``"ntkmonitor"``): one
+  overlaid chart each for :data:`LEARNABILITY_CHART`, :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART` and, per
+  reported mode ``i``, ``"mode i: predicted vs actual"`` (:data:`MODE_CHART`). Registered once per writer.
+- **Histogram** :data:`HISTOGRAM_TAG` ``"ntk/spectrum/log10_eigenvalues"``: ``log10`` of the positive operator
+  eigenvalues of the current kernel, one histogram per measurement.
+- **Images** under ``"ntk/figures/..."`` (:data:`FIGURE_TAGS`): the spectrum with the target's power per mode
+  (reference kernel), per-mode predicted vs actual learnability (latest measurement), learnability and test
+  MSE over time, drift over time, and the spectral-bias heatmap (:mod:`ntkmonitor.plots`).
+- **Text** :data:`SUMMARY_TAG` ``"ntk/summary"``: a markdown summary per measurement (``torch``'s writer
+  stores it as ``"ntk/summary/text_summary"``).
+
+Example:
+    >>> import tempfile
+    >>> from torch.utils.tensorboard import SummaryWriter
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    >>> x = torch.randn(24, 3)
+    >>> tracker = ntkmonitor.tracker.NTKTracker(model, (x, x[:, 0]), train_size=50, ridge=1e-3, top_k=4)
+    >>> snapshot = tracker.reference()
+    >>> with tempfile.TemporaryDirectory() as logdir:
+    ...     writer = SummaryWriter(logdir)
+    ...     log_snapshot(writer, snapshot, eigenvalues=tracker.spectrum0.eigenvalues)
+    ...     writer.close()
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, NTKMonitorWarning
+from .tracker import MODE_KEY, Snapshot
+
+__all__ = [
+    "custom_scalars_layout",
+    "register_layout",
+    "log_scalars",
+    "log_spectrum_histogram",
+    "log_figures",
+    "log_text_summary",
+    "text_summary",
+    "log_snapshot",
+    "TensorBoardSink",
+    "LAYOUT_CATEGORY",
+    "LEARNABILITY_CHART",
+    "TEST_MSE_CHART",
+    "DRIFT_CHART",
+    "MODE_CHART",
+    "HISTOGRAM_TAG",
+    "SUMMARY_TAG",
+    "SPECTRUM_FIGURE_TAG",
+    "MODE_FIGURE_TAG",
+    "LEARNABILITY_FIGURE_TAG",
+    "DRIFT_FIGURE_TAG",
+    "HEATMAP_FIGURE_TAG",
+    "FIGURE_TAGS",
+]
+
+LAYOUT_CATEGORY = "ntkmonitor"
+"""Category of the custom-scalars charts."""
+
+LEARNABILITY_CHART = "learnability: predicted vs actual"
+"""Chart overlaying ``ntk/learnability/{actual,predicted_init,predicted_current}``."""
+
+TEST_MSE_CHART = "test MSE: predicted vs actual"
+"""Chart overlaying ``ntk/test_mse/{actual,predicted_init,predicted_current}``."""
+
+DRIFT_CHART = "drift"
+"""Chart overlaying ``ntk/drift/{kernel_distance,relative_kernel_change,parameter_change,linearization_error}``."""
+
+MODE_CHART = "mode {index}: predicted vs actual"
+"""Chart title per reported mode ``index`` (0-based), overlaying the two :data:`~ntkmonitor.tracker.MODE_KEY` keys."""
+
+HISTOGRAM_TAG = "ntk/spectrum/log10_eigenvalues"
+"""Histogram of ``log10(lambda_i)`` over the positive operator eigenvalues of the measured kernel."""
+
+SUMMARY_TAG = "ntk/summary"
+"""Markdown text summary of a measurement (torch's writer appends ``/text_summary`` to the stored tag)."""
+
+SPECTRUM_FIGURE_TAG = "ntk/figures/spectrum"
+"""Image: reference eigenvalues and the target's power per mode (:func:`~ntkmonitor.plots.spectrum_figure`)."""
+
+MODE_FIGURE_TAG = "ntk/figures/mode_learnability"
+"""Image: per-mode predicted vs actual learnability, latest measurement
+(:func:`~ntkmonitor.plots.mode_learnability_figure`)."""
+
+LEARNABILITY_FIGURE_TAG = "ntk/figures/learnability"
+"""Image: learnability and test MSE, actual vs predicted, over steps (:func:`~ntkmonitor.plots.learnability_figure`)."""
+
+DRIFT_FIGURE_TAG = "ntk/figures/drift"
+"""Image: drift metrics over steps with the verdict thresholds (:func:`~ntkmonitor.plots.drift_figure`)."""
+
+HEATMAP_FIGURE_TAG = "ntk/figures/mode_heatmap"
+"""Image: fraction of each eigenmode learned vs step (:func:`~ntkmonitor.plots.mode_heatmap_figure`)."""
+
+FIGURE_TAGS = (SPECTRUM_FIGURE_TAG, MODE_FIGURE_TAG, LEARNABILITY_FIGURE_TAG, DRIFT_FIGURE_TAG, HEATMAP_FIGURE_TAG)
+"""Every image tag :func:`log_figures` writes, in order."""
+
+_LEARNABILITY_KEYS = (
+    "ntk/learnability/actual",
+    "ntk/learnability/predicted_init",
+    "ntk/learnability/predicted_current",
+)
+_TEST_MSE_KEYS = ("ntk/test_mse/actual", "ntk/test_mse/predicted_init", "ntk/test_mse/predicted_current")
+_DRIFT_KEYS = (
+    "ntk/drift/kernel_distance",
+    "ntk/drift/relative_kernel_change",
+    "ntk/drift/parameter_change",
+    "ntk/drift/linearization_error",
+)
+
+_REGISTERED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_REGISTERED_IDS: set[int] = set()  # writers that accept neither weak references nor attributes
+_ATTRIBUTE = "_ntkmonitor_layout_registered"
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Turn any failure inside into an :class:`NTKMonitorWarning` (logging must never stop training)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - a sink must survive anything the writer or matplotlib raises
+        warnings.warn(
+            f"ntkmonitor could not write {what} to TensorBoard and skipped it: {type(err).__name__}: {err}",
+            NTKMonitorWarning,
+            stacklevel=3,
+        )
+
+
+def _check_snapshot(snapshot: Any) -> Snapshot:
+    if not isinstance(snapshot, Snapshot):
+        raise InputError(f"Expected a Snapshot (from NTKTracker.measure), but got {type(snapshot).__name__}.")
+    return snapshot
+
+
+def _regex(tag: str) -> str:
+    """An anchored regex that matches exactly ``tag`` (custom-scalars chart tags are regexes)."""
+    return f"^{re.escape(tag)}$"
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+def custom_scalars_layout(mode_indices: Sequence[int] = ()) -> dict[str, dict[str, list[Any]]]:
+    r"""The custom-scalars layout that overlays each prediction with its measurement in one chart.
+
+    One category :data:`LAYOUT_CATEGORY` with "Multiline" charts: :data:`LEARNABILITY_CHART`,
+    :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART`, then ``"mode i: predicted vs actual"`` per mode. The chart
+    tags are regexes (TensorBoard's format), anchored ``^...$`` so each matches exactly one scalar key.
+
+    Args:
+        mode_indices: the reported modes (``snapshot.mode_indices``, 0-based).
+
+    Returns:
+        ``{category: {chart title: ["Multiline", [tag regex, ...]]}}`` for ``SummaryWriter.add_custom_scalars``.
+
+    Example:
+        >>> layout = custom_scalars_layout([0, 1])
+        >>> list(layout["ntkmonitor"])[-1]
+        'mode 1: predicted vs actual'
+        >>> layout["ntkmonitor"]["mode 1: predicted vs actual"]
+        ['Multiline', ['^ntk/mode_01/learnability_predicted$', '^ntk/mode_01/learnability_actual$']]
+    """
+    charts: dict[str, list[Any]] = {
+        LEARNABILITY_CHART: ["Multiline", [_regex(k) for k in _LEARNABILITY_KEYS]],
+        TEST_MSE_CHART: ["Multiline", [_regex(k) for k in _TEST_MSE_KEYS]],
+        DRIFT_CHART: ["Multiline", [_regex(k) for k in _DRIFT_KEYS]],
+    }
+    for index in mode_indices:
+        keys = [MODE_KEY.format(index=int(index), kind=kind) for kind in ("predicted", "actual")]
+        charts[MODE_CHART.format(index=int(index))] = ["Multiline", [_regex(k) for k in keys]]
+    return {LAYOUT_CATEGORY: charts}
+
+
+def _weakrefable(writer: Any) -> bool:
+    try:
+        weakref.ref(writer)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_registered(writer: Any) -> bool:
+    if _weakrefable(writer):
+        return writer in _REGISTERED
+    return bool(getattr(writer, _ATTRIBUTE, False)) or id(writer) in _REGISTERED_IDS
+
+
+def _mark_registered(writer: Any) -> None:
+    if _weakrefable(writer):
+        _REGISTERED[writer] = True
+        return
+    try:
+        setattr(writer, _ATTRIBUTE, True)
+    except (AttributeError, TypeError):
+        _REGISTERED_IDS.add(id(writer))
+
+
+def register_layout(writer: Any, mode_indices: Sequence[int] = ()) -> bool:
+    r"""Register :func:`custom_scalars_layout` with ``writer``, once: later calls do nothing.
+
+    TensorBoard reads one layout per run, so the first call's ``mode_indices`` define the per-mode charts (the
+    tracker reports the same modes at every measurement).
+
+    Args:
+        writer: a ``SummaryWriter`` (anything with ``add_custom_scalars``).
+        mode_indices: the reported modes (``snapshot.mode_indices``).
+
+    Returns:
+        ``True`` if this call registered the layout, ``False`` if it was registered before (or failed, with a
+        warning).
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     print(register_layout(writer, [0, 1]), register_layout(writer, [0, 1]))
+        ...     writer.close()
+        True False
+    """
+    if _is_registered(writer):
+        return False
+    done = False
+    with _guard("the custom-scalars layout"):
+        writer.add_custom_scalars(custom_scalars_layout(mode_indices))
+        _mark_registered(writer)
+        done = True
+    return done
+
+
+# ---------------------------------------------------------------------------------------------------- writes
+def log_scalars(writer: Any, snapshot: Snapshot) -> int:
+    r"""Write every key of ``snapshot.scalars()`` at ``global_step=snapshot.step``.
+
+    ``nan`` values (undefined at this measurement) are not in ``scalars()`` and are not written.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        snapshot: the measurement.
+
+    Returns:
+        The number of scalars written.
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     print(log_scalars(writer, Snapshot(step=5, kernel_distance=0.01, learnability_actual=0.3)))
+        ...     writer.close()
+        2
+    """
+    snap = _check_snapshot(snapshot)
+    written = 0
+    with _guard(f"the scalars of step {snap.step}"):
+        for key, value in snap.scalars().items():
+            writer.add_scalar(key, value, global_step=snap.step)
+            written += 1
+    return written
+
+
+def log_spectrum_histogram(writer: Any, eigenvalues: Any, step: int) -> bool:
+    r"""Write a histogram of ``log10`` of the positive operator eigenvalues under :data:`HISTOGRAM_TAG`.
+
+    The eigenvalues span many decades; their logarithms are what the histogram can show. Zero (clipped)
+    eigenvalues are left out.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        eigenvalues: ``(R,)`` operator eigenvalues (e.g. ``tracker.last_spectrum.eigenvalues``).
+        step: the global step.
+
+    Returns:
+        Whether a histogram was written (``False`` when no eigenvalue is positive, or on failure with a warning).
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     print(log_spectrum_histogram(writer, torch.tensor([1.0, 0.1, 0.01, 0.0]), step=0))
+        ...     writer.close()
+        True
+    """
+    done = False
+    with _guard(f"the spectrum histogram of step {step}"):
+        if hasattr(eigenvalues, "detach"):
+            eigenvalues = eigenvalues.detach().cpu().double().numpy()
+        lam = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
+        positive = lam[np.isfinite(lam) & (lam > 0)]
+        if positive.size:
+            writer.add_histogram(HISTOGRAM_TAG, np.log10(positive), global_step=int(step))
+            done = True
+    return done
+
+
+def log_figures(
+    writer: Any,
+    history: Sequence[Snapshot],
+    *,
+    eigenvalues0: Any = None,
+    target_power0: Any = None,
+    step: int,
+    thresholds: Any = None,
+    kappa: float | None = None,
+) -> list[str]:
+    r"""Render the figures of :mod:`ntkmonitor.plots` and write them as images under :data:`FIGURE_TAGS`.
+
+    - :data:`SPECTRUM_FIGURE_TAG`: ``eigenvalues0`` with ``target_power0`` (skipped when ``eigenvalues0`` is
+      ``None``), with ``kappa`` marked;
+    - :data:`MODE_FIGURE_TAG`: per-mode predicted vs actual of ``history[-1]``;
+    - :data:`LEARNABILITY_FIGURE_TAG`, :data:`DRIFT_FIGURE_TAG` (with ``thresholds``),
+      :data:`HEATMAP_FIGURE_TAG`: over the whole ``history``.
+
+    A figure that fails to render or write is skipped with an :class:`~ntkmonitor.NTKMonitorWarning`.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        history: the snapshots so far (``tracker.history``); the per-snapshot figures are skipped when empty.
+        eigenvalues0: ``(R,)`` operator eigenvalues of the reference kernel (``tracker.spectrum0.eigenvalues``).
+        target_power0: ``(R,)`` target power per reference mode, ``v_i^2`` summed over outputs
+            (``tracker.coefficients0.pow(2).sum(1)``).
+        step: the global step of the images.
+        thresholds: :class:`~ntkmonitor.DriftThresholds` to draw in the drift figure, or ``None``.
+        kappa: ``kappa`` to mark in the spectrum figure (e.g. ``history[-1].kappa_init``), or ``None``.
+
+    Returns:
+        The tags written.
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> history = [Snapshot(step=s, kernel_distance=s / 100, mode_indices=[0], mode_learnability_predicted=[0.5],
+        ...                     mode_learnability_actual=[s / 20]) for s in (0, 10)]
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     tags = log_figures(writer, history, eigenvalues0=[1.0, 0.1], target_power0=[0.5, 0.2], step=10)
+        ...     writer.close()
+        >>> tags == list(FIGURE_TAGS)
+        True
+    """
+    from . import plots
+
+    snaps = list(history)
+    builders: list[tuple[str, Any]] = []
+    if eigenvalues0 is not None:
+        builders.append(
+            (SPECTRUM_FIGURE_TAG, lambda: plots.spectrum_figure(eigenvalues0, target_power0, kappa=kappa)),
+        )
+    if snaps:
+        builders += [
+            (MODE_FIGURE_TAG, lambda: plots.mode_learnability_figure(snaps[-1])),
+            (LEARNABILITY_FIGURE_TAG, lambda: plots.learnability_figure(snaps)),
+            (DRIFT_FIGURE_TAG, lambda: plots.drift_figure(snaps, thresholds)),
+            (HEATMAP_FIGURE_TAG, lambda: plots.mode_heatmap_figure(snaps)),
+        ]
+    written = []
+    for tag, build in builders:
+        with _guard(f"the figure {tag!r} of step {step}"):
+            image = plots.figure_to_array(build())
+            writer.add_image(tag, image, global_step=int(step), dataformats="HWC")
+            written.append(tag)
+    return written
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+
+
+def text_summary(snapshot: Snapshot) -> str:
+    r"""The markdown that :func:`log_text_summary` writes.
+
+    Args:
+        snapshot: the measurement.
+
+    Returns:
+        Markdown: the verdict, a table of drift and learnability (predicted vs actual), and the prediction note.
+
+    Example:
+        >>> print(text_summary(Snapshot(step=7, verdict="lazy", kernel_distance=0.012)).splitlines()[0])
+        **Step 7: lazy**
+    """
+    s = _check_snapshot(snapshot)
+    epoch = f" (epoch {s.epoch})" if s.epoch is not None else ""
+    rows = [
+        ("kernel distance", _fmt(s.kernel_distance)),
+        ("linearization error", _fmt(s.linearization_error)),
+        ("relative parameter change", _fmt(s.parameter_change)),
+        ("learnability: actual", _fmt(s.learnability_actual)),
+        ("learnability: predicted from K0", _fmt(s.learnability_predicted_init)),
+        ("learnability: predicted from Kt", _fmt(s.learnability_predicted_current)),
+        ("test MSE: actual", _fmt(s.test_mse_actual)),
+        ("test MSE: predicted from K0", _fmt(s.test_mse_predicted_init)),
+        ("test MSE: predicted from Kt", _fmt(s.test_mse_predicted_current)),
+        ("ridge of the prediction", _fmt(s.ridge)),
+    ]
+    lines = [f"**Step {s.step}{epoch}: {s.verdict or 'no verdict'}**", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    if s.prediction_note:
+        lines += ["", f"Prediction note: {s.prediction_note}"]
+    return "\n".join(lines)
+
+
+def log_text_summary(writer: Any, snapshot: Snapshot) -> bool:
+    r"""Write the markdown :func:`text_summary` of a measurement under :data:`SUMMARY_TAG`.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        snapshot: the measurement.
+
+    Returns:
+        Whether the text was written (``False`` on failure, with a warning).
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     print(log_text_summary(writer, Snapshot(step=3, verdict="drifting")))
+        ...     writer.close()
+        True
+    """
+    snap = _check_snapshot(snapshot)
+    done = False
+    with _guard(f"the text summary of step {snap.step}"):
+        writer.add_text(SUMMARY_TAG, text_summary(snap), global_step=snap.step)
+        done = True
+    return done
+
+
+def log_snapshot(writer: Any, snapshot: Snapshot, *, eigenvalues: Any = None) -> None:
+    r"""Write one measurement: :func:`register_layout` (once), :func:`log_scalars`, the histogram, the text.
+
+    Args:
+        writer: a ``SummaryWriter``.
+        snapshot: the measurement.
+        eigenvalues: ``(R,)`` operator eigenvalues of the measured kernel for :func:`log_spectrum_histogram`
+            (``tracker.last_spectrum.eigenvalues``); ``None`` for no histogram.
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     log_snapshot(writer, Snapshot(step=0, kernel_distance=0.0), eigenvalues=[2.0, 1.0])
+        ...     writer.close()
+    """
+    snap = _check_snapshot(snapshot)
+    register_layout(writer, snap.mode_indices)
+    log_scalars(writer, snap)
+    if eigenvalues is not None:
+        log_spectrum_histogram(writer, eigenvalues, snap.step)
+    log_text_summary(writer, snap)
+
+
+# ---------------------------------------------------------------------------------------------------- sink
+class TensorBoardSink:
+    r"""Writes an :class:`~ntkmonitor.tracker.NTKTracker`'s measurements to a ``SummaryWriter``.
+
+    Each :meth:`log` writes the tracker's latest snapshot (:func:`log_snapshot`: layout once, scalars, the
+    histogram of the current spectrum, the text summary) and, every ``figures_every`` measurements (the 1st,
+    the ``1 + figures_every``-th, ...) or when ``final=True``, the figures (:func:`log_figures`). Logging the
+    same snapshot twice writes it once (``log(tracker, final=True)`` after the last measurement only adds the
+    figures). Failures warn with :class:`~ntkmonitor.NTKMonitorWarning` and are skipped.
+
+    Args:
+        writer: a ``SummaryWriter`` (``torch.utils.tensorboard``, or Lightning's ``logger.experiment``).
+        figures_every: figure cadence in measurements; ``0`` or ``None`` for figures only with ``final=True``.
+
+    Attributes:
+        writer: the writer.
+        figures_every: the figure cadence.
+        measurements: how many distinct snapshots were written.
+
+    Example:
+        >>> import tempfile
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        >>> x = torch.randn(24, 3)
+        >>> tracker = ntkmonitor.tracker.NTKTracker(model, (x, x[:, 0]), train_size=50, ridge=1e-3, top_k=4)
+        >>> with tempfile.TemporaryDirectory() as logdir:
+        ...     writer = SummaryWriter(logdir)
+        ...     sink = TensorBoardSink(writer, figures_every=0)
+        ...     _ = tracker.reference()
+        ...     sink.log(tracker)
+        ...     _ = tracker.measure(step=1)
+        ...     sink.log(tracker)
+        ...     sink.log(tracker, final=True)  # figures
+        ...     writer.close()
+        >>> sink.measurements
+        2
+    """
+
+    def __init__(self, writer: Any, figures_every: int | None = 5) -> None:
+        if figures_every is not None and (
+            isinstance(figures_every, bool) or not isinstance(figures_every, int) or figures_every < 0
+        ):
+            raise InputError(f"Expected figures_every to be None or an int >= 0, but got {figures_every!r}.")
+        self.writer = writer
+        self.figures_every = figures_every or 0
+        self.measurements = 0
+        self._last: Snapshot | None = None
+        self._last_figures: Snapshot | None = None
+
+    @classmethod
+    def from_logdir(cls, log_dir: str, figures_every: int | None = 5, **writer_kwargs: Any) -> TensorBoardSink:
+        r"""A sink with a new ``torch.utils.tensorboard.SummaryWriter(log_dir, **writer_kwargs)``.
+
+        Args:
+            log_dir: the run's directory.
+            figures_every: figure cadence (see :class:`TensorBoardSink`).
+            **writer_kwargs: passed to ``SummaryWriter``.
+
+        Returns:
+            The sink; call :meth:`close` at the end.
+
+        Example:
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as logdir:
+            ...     sink = TensorBoardSink.from_logdir(logdir)
+            ...     sink.close()
+        """
+        from torch.utils.tensorboard import SummaryWriter
+
+        return cls(SummaryWriter(log_dir, **writer_kwargs), figures_every)
+
+    def log(self, tracker: Any, *, final: bool = False) -> None:
+        r"""Write the tracker's latest measurement, and the figures when due or ``final``.
+
+        Args:
+            tracker: an :class:`~ntkmonitor.tracker.NTKTracker` after :meth:`~ntkmonitor.tracker.NTKTracker.reference`.
+            final: force the figures (e.g. at the end of training) and flush the writer.
+
+        Example:
+            >>> TensorBoardSink(writer=None).log(Snapshot(step=0))  # pass the tracker, not a snapshot
+            Traceback (most recent call last):
+            ...
+            ntkmonitor.errors.InputError: Expected an NTKTracker (with .history), but got Snapshot. ...
+        """
+        history = getattr(tracker, "history", None)
+        if not isinstance(history, list):
+            raise InputError(
+                f"Expected an NTKTracker (with .history), but got {type(tracker).__name__}. "
+                "Pass the tracker itself, e.g. sink.log(tracker) after tracker.measure(step)."
+            )
+        if not history:
+            warnings.warn(
+                "ntkmonitor has nothing to write yet: the tracker has no measurement. Call tracker.reference() first.",
+                NTKMonitorWarning,
+                stacklevel=2,
+            )
+            return
+        snap = history[-1]
+        new = snap is not self._last
+        if new:
+            spectrum = getattr(tracker, "last_spectrum", None)
+            log_snapshot(self.writer, snap, eigenvalues=None if spectrum is None else spectrum.eigenvalues)
+            self._last = snap
+            self.measurements += 1
+        due = new and self.figures_every > 0 and (self.measurements - 1) % self.figures_every == 0
+        if (due or final) and snap is not self._last_figures:
+            eigenvalues0 = target_power0 = None
+            with _guard("the reference spectrum"):
+                if tracker.spectrum0 is not None:
+                    eigenvalues0 = tracker.spectrum0.eigenvalues
+                    target_power0 = tracker.coefficients0.pow(2).sum(1)
+            log_figures(
+                self.writer,
+                history,
+                eigenvalues0=eigenvalues0,
+                target_power0=target_power0,
+                step=snap.step,
+                thresholds=getattr(tracker, "thresholds", None),
+                kappa=snap.kappa_init,
+            )
+            self._last_figures = snap
+        if final:
+            self.flush()
+
+    def flush(self) -> None:
+        """Flush the writer (guarded).
+
+        Example:
+            >>> TensorBoardSink(writer=None).flush()  # nothing to flush
+        """
+        if self.writer is not None:
+            with _guard("a flush"):
+                self.writer.flush()
+
+    def close(self) -> None:
+        """Close the writer (guarded).
+
+        Example:
+            >>> TensorBoardSink(writer=None).close()
+        """
+        if self.writer is not None:
+            with _guard("a close"):
+                self.writer.close()

@@ -1,0 +1,246 @@
+"""The Lightning callback: no effect on training, correct kernel, resume, loggers, failures, DDP."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+import ntkmonitor
+from ntkmonitor import NTKMonitor
+
+from . import lightning_models as lm
+from .tolerances import CALLBACK_KERNEL_RTOL, rel_err
+
+
+def _fit(kind: str, callback=None, seed: int = 0, tmp_path=None, val: bool = True, **trainer_kwargs):
+    pl.seed_everything(seed, verbose=False)
+    module = lm.module(kind)
+    initial = copy.deepcopy(module)
+    train, val_loader = lm.loaders(kind)
+    trainer = lm.trainer(tmp_path, callbacks=[callback] if callback else [], **trainer_kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*too few.*")
+        trainer.fit(module, train, val_loader if val else None)
+    return module, initial, trainer
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_training_is_bit_identical_with_and_without_the_callback(kind):
+    plain, _, _ = _fit(kind)
+    monitor = NTKMonitor(every_n_steps=3, probe_size=24)
+    monitored, _, _ = _fit(kind, monitor)
+    assert len(monitor.history) == 5  # reference + steps 3, 6, 9, 12
+    state_a, state_b = plain.state_dict(), monitored.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), f"{name} differs"
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_callback_kernel_is_nonzero_and_matches_empirical_ntk(kind):
+    monitor = NTKMonitor(every_n_steps=4, probe_size=20)
+    trained, initial, _ = _fit(kind, monitor)
+    tracker = monitor.tracker
+    K0 = ntkmonitor.empirical_ntk(initial, tracker.x)
+    assert torch.linalg.vector_norm(tracker.K0) > 0
+    assert rel_err(tracker.K0, K0) <= CALLBACK_KERNEL_RTOL
+    K_final = ntkmonitor.empirical_ntk(trained, tracker.x).double()
+    final = monitor.history[-1]
+    assert final.step == 12
+    expected = torch.linalg.eigvalsh(K_final).flip(0)[: len(final.top_eigenvalues)] / K_final.shape[0]
+    assert rel_err(torch.tensor(final.top_eigenvalues), expected) <= CALLBACK_KERNEL_RTOL
+    assert final.kernel_distance > 0  # the network trained and its kernel moved
+
+
+def test_probe_comes_from_validation_data_and_integer_labels_become_one_hot():
+    monitor = NTKMonitor(every_n_steps=6, probe_size=16, seed=3)
+    _fit("cnn", monitor)
+    _, val = lm.image_data()
+    index = torch.randperm(len(val), generator=torch.Generator().manual_seed(3))[:16]
+    assert torch.equal(monitor.tracker.x, val.tensors[0][index])
+    assert torch.equal(monitor.tracker.target, torch.nn.functional.one_hot(val.tensors[1][index], 3).double())
+    assert monitor.tracker.train_size == 64
+
+
+def test_probe_falls_back_to_training_data_with_a_warning():
+    monitor = NTKMonitor(every_n_steps=6, probe_size=16)
+    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="inflated by memorization"):
+        _fit("mlp", monitor, val=False)
+    assert len(monitor.history) == 3
+
+
+def test_gradient_accumulation_measures_on_optimizer_steps_once():
+    monitor = NTKMonitor(every_n_steps=2, probe_size=16)
+    _fit("mlp", monitor, max_steps=6, accumulate_grad_batches=3)
+    assert [s.step for s in monitor.history] == [0, 2, 4, 6]
+
+
+def test_default_arguments_work():
+    monitor = NTKMonitor()
+    _fit("mlp", monitor, max_steps=8)
+    steps = [s.step for s in monitor.history]
+    assert steps[0] == 0 and steps[-1] == 8 and steps == sorted(set(steps))
+
+
+def test_failed_measurement_warns_and_training_continues():
+    monitor = NTKMonitor(every_n_steps=3, params=["no_such_layer"])
+    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="failed and was skipped.*no_such_layer"):
+        plain_module, _, trainer = _fit("mlp", monitor)
+    assert trainer.global_step == 12 and monitor.history == []
+
+
+def test_strict_mode_raises():
+    monitor = NTKMonitor(every_n_steps=3, params=["no_such_layer"], strict=True)
+    with pytest.raises(ntkmonitor.ParameterSelectionError):
+        _fit("mlp", monitor)
+
+
+def test_diverged_training_is_reported_not_fatal():
+    class Diverging(lm.MLPModule):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e6)
+
+    monitor = NTKMonitor(every_n_steps=2, probe_size=16)
+    pl.seed_everything(0, verbose=False)
+    train, val = lm.loaders("mlp")
+    trainer = lm.trainer(callbacks=[monitor], max_steps=8)
+    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="failed and was skipped"):
+        trainer.fit(Diverging(), train, val)
+    assert trainer.global_step == 8
+
+
+def test_csv_logger_receives_the_scalars(tmp_path):
+    monitor = NTKMonitor(every_n_steps=4, probe_size=16)
+    _fit("mlp", monitor, tmp_path=tmp_path, logger=CSVLogger(tmp_path, name="csv"))
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    measured = [r for r in rows if r.get("ntk/drift/kernel_distance")]
+    assert [int(r["step"]) for r in measured] == [0, 4, 8, 12]
+    for key in ("ntk/learnability/actual", "ntk/learnability/predicted_init", "ntk/test_mse/actual"):
+        assert all(r[key] != "" for r in measured), key
+    history = json.loads(next(tmp_path.rglob("ntk_history.json")).read_text())
+    assert [h["step"] for h in history["history"]] == [0, 4, 8, 12]
+
+
+def test_logger_false_keeps_history_in_memory_only(tmp_path):
+    monitor = NTKMonitor(every_n_steps=6, probe_size=16)
+    _fit("mlp", monitor, tmp_path=tmp_path, logger=False)
+    assert len(monitor.history) == 3
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_resume_from_checkpoint_continues_against_the_same_reference(tmp_path):
+    def run(max_steps, ckpt=None, callback=None):
+        pl.seed_everything(0, verbose=False)
+        module = lm.MLPModule()
+        module.net[2].p = 0.0  # deterministic without RNG restore on resume
+        train, val = lm.loaders("mlp", shuffle=False)
+        trainer = lm.trainer(tmp_path, callbacks=[callback], max_steps=max_steps, enable_checkpointing=True)
+        trainer.fit(module, train, val, ckpt_path=ckpt)
+        return trainer
+
+    full = NTKMonitor(every_n_steps=3, probe_size=16)
+    run(12, callback=full)
+    first = NTKMonitor(every_n_steps=3, probe_size=16)
+    trainer = run(6, callback=first)
+    ckpt = tmp_path / "mid.ckpt"
+    trainer.save_checkpoint(ckpt)
+    resumed = NTKMonitor(every_n_steps=3, probe_size=999)  # the probe comes from the checkpoint
+    run(12, ckpt=str(ckpt), callback=resumed)
+    assert [s.step for s in resumed.history] == [s.step for s in full.history] == [0, 3, 6, 9, 12]
+    assert torch.equal(resumed.tracker.K0, full.tracker.K0)
+    for a, b in zip(resumed.history, full.history, strict=True):
+        for key, value in b.scalars().items():
+            if key != "ntk/time/measure_seconds":
+                assert a.scalars()[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (b.step, key)
+
+
+def test_bad_arguments_are_rejected_early():
+    with pytest.raises(ntkmonitor.InputError, match="every_n_steps"):
+        NTKMonitor(every_n_steps=0)
+    with pytest.raises(ntkmonitor.InputError, match="probe"):
+        NTKMonitor(probe=torch.randn(3, 2))
+    with pytest.raises(ntkmonitor.InputError, match="max_overhead"):
+        NTKMonitor(max_overhead=0)
+    with pytest.raises(ntkmonitor.InputError, match="lr"):
+        NTKMonitor(lr=-1)
+
+
+def test_module_selects_a_submodule_and_lr_auto_reads_plain_sgd():
+    monitor = NTKMonitor(every_n_steps=6, probe_size=16, module="net", lr="auto")
+    _fit("mlp", monitor)
+    assert monitor.tracker.model is not None and monitor.tracker.lr == 0.05
+    assert monitor.history[1].ridge == pytest.approx(ntkmonitor.effective_ridge(96, 0.05, 6))
+
+
+def test_ddp_spawn_two_processes_logs_once_and_matches_single_process_kernel(tmp_path):
+    monitor = NTKMonitor(every_n_steps=2, probe_size=16)
+    pl.seed_everything(0, verbose=False)
+    module = lm.MLPModule()
+    initial = copy.deepcopy(module)
+    train, val = lm.loaders("mlp")
+    trainer = lm.trainer(
+        tmp_path,
+        callbacks=[monitor],
+        max_steps=4,
+        devices=2,
+        strategy="ddp_spawn",
+        logger=CSVLogger(tmp_path, name="ddp"),
+    )
+    trainer.fit(module, train, val)
+    histories = list(tmp_path.rglob("ntk_history.json"))
+    assert len(histories) == 1, "only rank 0 writes"
+    history = json.loads(histories[0].read_text())["history"]
+    assert [h["step"] for h in history] == [0, 2, 4]
+    rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("ntk/drift/kernel_distance")]
+    assert [int(r["step"]) for r in rows] == [0, 2, 4], "each measurement logged once"
+    _, val_set = lm.regression_data()
+    probe = val_set.tensors[0][torch.randperm(len(val_set), generator=torch.Generator().manual_seed(0))[:16]]
+    K = ntkmonitor.empirical_ntk(initial, probe).double()
+    expected = torch.linalg.eigvalsh(K).flip(0)[:10] / 16
+    assert rel_err(torch.tensor(history[0]["top_eigenvalues"]), expected) <= CALLBACK_KERNEL_RTOL
+
+
+def test_trainer_with_tensorboard_logger_writes_every_documented_output(tmp_path):
+    import math
+    import re
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from ntkmonitor import tensorboard as ntb
+    from ntkmonitor.tracker import SCALAR_KEYS
+
+    monitor = NTKMonitor(every_n_steps=4, probe_size=16, figures_every=2)
+    _fit("mlp", monitor, tmp_path=tmp_path, logger=TensorBoardLogger(tmp_path, name="tb"))
+    (event_file,) = tmp_path.rglob("events.out.tfevents*")
+    acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    steps = [s.step for s in monitor.history]
+    assert steps == [0, 4, 8, 12]
+    always_defined = set(SCALAR_KEYS) - {"ntk/drift/kernel_velocity", "ntk/drift/linearization_error"}
+    for key in always_defined:  # undefined only at the reference
+        assert [e.step for e in acc.Scalars(key)] == steps, key
+        assert all(math.isfinite(e.value) for e in acc.Scalars(key)), key
+    for key in ("ntk/drift/kernel_velocity", "ntk/drift/linearization_error"):
+        assert [e.step for e in acc.Scalars(key)] == steps[1:], key
+    assert any(re.fullmatch(r"ntk/mode_\d\d/learnability_predicted", t) for t in tags["scalars"])
+    assert any(re.fullmatch(r"ntk/params/net\.0\.weight/relative_change", t) for t in tags["scalars"])
+    (layout_event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    titles = {chart.title for chart in layout.category[0].chart}
+    assert {ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART} <= titles
+    assert ntb.HISTOGRAM_TAG in tags["histograms"]
+    for tag in ntb.FIGURE_TAGS:
+        images = acc.Images(tag)
+        assert images and images[-1].step == 12 and len(images[-1].encoded_image_string) > 1000, tag
+    assert any(t.startswith(ntb.SUMMARY_TAG) for t in tags["tensors"])
