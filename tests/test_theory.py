@@ -38,6 +38,7 @@ from .tolerances import (
     KAPPA_CLOSED_FORM_RTOL,
     KAPPA_RESIDUAL_RTOL,
     KERNEL_REGRESSION_RTOL,
+    TAIL_KAPPA_RTOL,
     THEORY_COEFF_STD_RTOL,
     THEORY_LEARNABILITY_ATOL,
     THEORY_MSE_RTOL,
@@ -434,3 +435,24 @@ def test_conservation_check_input_errors():
         conservation_check(K, torch.tensor([0.0, 1.0]))
     with pytest.raises(ntkmonitor.InputError, match="square matrix"):
         conservation_check(torch.ones(3, 4), [0])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5, 2.5])
+def test_extrapolate_tail_matches_the_exact_power_law_spectrum(alpha):
+    """Binned tail vs the exact spectrum lambda_i = i^-alpha, i = 1..N (an independent closed form)."""
+    from ntkmonitor.theory import extrapolate_tail
+
+    N, r, n = 20_000, 200, 1_000  # n > r: the measured modes alone have no ridgeless solution
+    exact = torch.arange(1, N + 1, dtype=torch.float64).pow(-alpha)
+    with pytest.raises(ntkmonitor.NoSolutionError):
+        solve_kappa(exact[:r], n)
+    eigs, mult, fit = extrapolate_tail(exact[:r], N)
+    assert fit.alpha == pytest.approx(alpha, rel=1e-10) and int(mult.sum()) == N
+    assert solve_kappa(eigs, n, multiplicities=mult) == pytest.approx(solve_kappa(exact, n), rel=TAIL_KAPPA_RTOL)
+
+
+def test_extrapolate_tail_rejects_a_flat_spectrum():
+    from ntkmonitor.theory import extrapolate_tail
+
+    with pytest.raises(ntkmonitor.InputError, match="decaying"):
+        extrapolate_tail(torch.linspace(1.0, 2.0, 50), 500)

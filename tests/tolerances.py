@@ -77,3 +77,8 @@ DRIFT_RTOL = 1e-10
 CALLBACK_KERNEL_RTOL = 1e-5
 """Kernel / eigenvalues measured inside a Lightning run vs ``empirical_ntk`` recomputed afterwards on the same
 parameters, both float32: only the summation order may differ."""
+
+TAIL_KAPPA_RTOL = 1e-2
+"""``kappa`` from a spectrum whose tail is binned into 256 log-spaced groups vs the exact unbinned spectrum:
+the bin means are exact integrals of the power law, so only the discrete-sum vs integral difference within
+each bin remains (measured: < 0.1 % for alpha in 1..2.5)."""
