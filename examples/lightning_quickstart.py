@@ -52,6 +52,11 @@ class Regressor(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+def make_net(width: int = 512, d: int = 16) -> nn.Module:
+    """The regressor's network alone: the factory for ``ntkmonitor audit --model ...:make_net``."""
+    return Regressor(width=width, d=d).net
+
+
 def make_data(n_train: int = 2048, n_val: int = 512, d: int = 16, seed: int = 0):
     """Inputs on the sphere and a random teacher network's outputs (unit variance)."""
     g = torch.Generator().manual_seed(seed)
@@ -71,11 +76,21 @@ def train(
     out: str | None = None,
     seed: int = 0,
     n_train: int = 2048,
+    save_for_audit: bool = False,
 ) -> tuple[Regressor, pl.Trainer]:
-    """Train the regressor (with ``monitor`` if given); logs to TensorBoard under ``out`` if given."""
+    """Train the regressor (with ``monitor`` if given); logs to TensorBoard under ``out`` if given.
+
+    With ``save_for_audit``, also writes ``init.pt`` and ``final.pt`` (the network's state dicts) and
+    ``data.pt`` (``x``, ``y`` training data and ``x_probe``, ``y_probe`` held-out data) into ``out``.
+    """
     pl.seed_everything(seed, verbose=False)
     train_set, val_set = make_data(n_train=n_train)
     model = Regressor(width=width)
+    if save_for_audit:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.clone() for k, v in model.net.state_dict().items()}, Path(out) / "init.pt")
+        data = {"x": train_set.tensors[0], "y": train_set.tensors[1]}
+        torch.save({**data, "x_probe": val_set.tensors[0], "y_probe": val_set.tensors[1]}, Path(out) / "data.pt")
     logger = pl.loggers.TensorBoardLogger(out, name=f"width{width}") if out else False
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -93,6 +108,8 @@ def train(
         DataLoader(train_set, batch_size=64, shuffle=True),
         DataLoader(val_set, batch_size=256),
     )
+    if save_for_audit:
+        torch.save(model.net.state_dict(), Path(out) / "final.pt")
     return model, trainer
 
 
@@ -108,7 +125,7 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
 
     monitor = ntkmonitor.NTKMonitor(probe_size=128, lr="auto", loss="mse")
     start = time.perf_counter()
-    train(width=width, epochs=epochs, monitor=monitor, out=args.out, n_train=n_train)
+    train(width=width, epochs=epochs, monitor=monitor, out=args.out, n_train=n_train, save_for_audit=True)
     seconds = time.perf_counter() - start
     last = monitor.history[-1]
     measured = sum(s.seconds for s in monitor.history)
@@ -121,6 +138,11 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
     )
     print(f"  test MSE on the probe: actual {last.test_mse_actual:.3f}, predicted {last.test_mse_predicted_init:.3f}")
     print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {Path(args.out).resolve()}")
+    print(
+        f"Audit the saved checkpoints without training:\n  ntkmonitor audit --model examples/lightning_quickstart.py:"
+        f"make_net --checkpoint {args.out}/init.pt --checkpoint {args.out}/final.pt --data {args.out}/data.pt "
+        f"--out ntk_audit"
+    )
     return monitor
 
 

@@ -1,4 +1,4 @@
-r"""Matplotlib figures of a monitored run: the spectrum, per-mode learnability, drift, spectral bias.
+r"""Matplotlib figures of a monitored run: the spectrum, per-mode learnability, drift, spectral bias, learning curve.
 
 Every builder takes plain data (arrays, a :class:`~ntkmonitor.Snapshot` or a list of them) and returns a
 :class:`matplotlib.figure.Figure` drawn on the Agg canvas. Nothing here touches pyplot's global state (no
@@ -41,6 +41,7 @@ __all__ = [
     "learnability_figure",
     "drift_figure",
     "mode_heatmap_figure",
+    "learning_curve_figure",
     "figure_to_png",
     "figure_to_array",
     "FIGURE_WIDTH_INCHES",
@@ -513,6 +514,76 @@ def mode_heatmap_figure(
     ax.set_xlabel("step (one column per measurement)")
     ax.set_ylabel("eigenmode i of K0 (0 = largest)")
     ax.set_title(title)
+    return fig
+
+
+def learning_curve_figure(
+    n: Any,
+    learnability: Any,
+    test_mse: Any,
+    *,
+    train_size: int | None = None,
+    title: str = "Predicted learning curve (eigenlearning, from the initial kernel)",
+) -> Figure:
+    r"""The predicted learnability and test MSE as functions of the training-set size ``n`` (two panels).
+
+    Left: the target's predicted learnability ``L(f)`` against ``n`` on a log x axis, y from 0 to 1. Right: the
+    predicted test MSE against ``n``, log-log (linear y when no value is positive). A vertical dashed line marks
+    ``train_size``, the size of the actual training set. Points with a non-positive ``n`` cannot be drawn on a
+    log axis and are left out, like ``nan`` (or ``None``) values, which leave gaps.
+
+    Args:
+        n: ``(P,)`` training-set sizes, ascending (e.g. ``result["learning_curve"]["n"]``).
+        learnability: ``(P,)`` predicted learnability at each ``n``.
+        test_mse: ``(P,)`` predicted test MSE at each ``n``.
+        train_size: the actual training-set size to mark, or ``None``.
+        title: the figure title.
+
+    Returns:
+        A figure with two axes, one line each (plus the ``train_size`` marker on each).
+
+    Example:
+        >>> n = [10, 100, 1000]
+        >>> fig = learning_curve_figure(n, [0.2, 0.6, 0.9], [0.8, 0.4, 0.1], train_size=500)
+        >>> [(ax.get_xscale(), len(ax.lines)) for ax in fig.axes]
+        [('log', 2), ('log', 2)]
+    """
+    sizes = _vector(n, "n")
+    learn = _vector(learnability, "learnability")
+    mse = _vector(test_mse, "test_mse")
+    if not (sizes.size == learn.size == mse.size):
+        raise InputError(
+            f"Expected one learnability and one test MSE per training-set size ({sizes.size}), but got "
+            f"{learn.size} learnability and {mse.size} test MSE values."
+        )
+    keep = np.isfinite(sizes) & (sizes > 0)
+    sizes, learn, mse = sizes[keep], learn[keep], mse[keep]
+    mark = train_size is not None and math.isfinite(float(train_size)) and float(train_size) > 0
+    fig, (left, right) = _new_figure(4.0, ncols=2, top=0.75, right=0.15, left=0.95, wspace=0.4)
+    panels = (
+        (left, learn, "predicted learnability L(f)", "learnability", _ACTUAL),
+        (right, _positive(mse), "predicted test MSE", "test MSE", _PRED_INIT),
+    )
+    for ax, values, ylabel, panel_title, color in panels:
+        if sizes.size and _has_data(values):
+            ax.plot(sizes, values, color=color, marker="o", markersize=3, label=ylabel)
+            ax.set_xscale("log")
+            if ax is right:
+                ax.set_yscale("log")
+            if mark:
+                ax.axvline(
+                    float(train_size), color="0.3", linestyle="--", linewidth=1, label=f"train size n = {train_size}"
+                )
+            ax.legend(fontsize="small", loc="best")
+        else:
+            _no_data(ax, "no prediction")
+        ax.set_xlabel("training-set size n (log scale)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title)
+        ax.grid(True, which="major", alpha=0.3)
+    _reference_levels(left, (0.0, 1.0))
+    left.set_ylim(-0.02, 1.02)
+    fig.suptitle(title)
     return fig
 
 

@@ -16,9 +16,9 @@ Conventions (see ``docs/theory.md``):
 - per-mode quantities use the **reference** eigenbasis (fixed for the run), top ``top_k`` modes by
   eigenvalue;
 - the prediction's ridge: ``ridge`` if given; else, with ``lr`` given, the finite-time heuristic
-  :func:`~ntkmonitor.theory.effective_ridge` ``(n, lr, step)``; else ``0`` (trained to convergence). With
-  ridge ``0`` and ``n >=`` the probe's modes the spectrum's tail is extrapolated by a power law
-  (:func:`~ntkmonitor.theory.extrapolate_tail`) to ``10 n`` modes, and ``Snapshot.prediction_note`` says so.
+  :func:`~ntkmonitor.theory.effective_ridge` ``(n, lr, step)``; else ``0`` (trained to convergence). The
+  probe's spectrum is extended by a fitted power-law tail (:func:`predict_from_spectrum`), and
+  ``Snapshot.prediction_note`` says how the prediction was obtained.
 
 Example:
     >>> _ = torch.manual_seed(0)
@@ -49,10 +49,11 @@ from .errors import InputError, NoSolutionError
 from .kernel import empirical_ntk
 from .spectrum import Spectrum, eigendecompose
 
-__all__ = ["NTKTracker", "Snapshot", "SCALAR_KEYS", "MODE_KEY"]
+__all__ = ["NTKTracker", "Snapshot", "SCALAR_KEYS", "MODE_KEY", "predict_from_spectrum"]
 
 TAIL_FACTOR = 10
-"""With ridge 0 and ``n >=`` the probe's modes, the spectrum is extrapolated to ``TAIL_FACTOR * n`` modes."""
+"""Predictions extrapolate the probe's spectrum to ``TAIL_FACTOR * max(n, r)`` modes (see
+:func:`predict_from_spectrum`)."""
 
 SCALAR_KEYS: dict[str, str] = {
     "ntk/drift/kernel_distance": "kernel_distance",
@@ -446,24 +447,9 @@ class NTKTracker:
         return 0.0
 
     def _predict(self, spectrum: Spectrum, coefficients: torch.Tensor, ridge: float) -> tuple[Any, str]:
-        """The prediction, with a tail extrapolated when needed; ``(None, reason)`` if impossible."""
         if math.isinf(ridge):  # nothing trained yet
             return None, "step 0 with lr: nothing learned yet"
-        n = self.train_size
-        try:
-            return theory.predict(spectrum.eigenvalues, coefficients, n, ridge=ridge, noise=self.noise), ""
-        except NoSolutionError:
-            pass
-        try:
-            eigs, mult, fit = theory.extrapolate_tail(spectrum, TAIL_FACTOR * n)
-        except InputError as err:
-            return None, f"no solution: {err}"
-        r = int((spectrum.eigenvalues > 0).sum())
-        coeffs = torch.zeros(eigs.shape[0], coefficients.shape[1], dtype=torch.float64)
-        coeffs[:r] = coefficients[spectrum.eigenvalues > 0].cpu()
-        prediction = theory.predict(eigs, coeffs, n, ridge=ridge, noise=self.noise, multiplicities=mult)
-        note = f"tail extrapolated: power law alpha={fit.alpha:.3f} (r2={fit.r2:.3f}) to {TAIL_FACTOR * n} modes"
-        return prediction, note
+        return predict_from_spectrum(spectrum, coefficients, self.train_size, ridge=ridge, noise=self.noise)
 
     def _snapshot(
         self,
@@ -586,3 +572,53 @@ class NTKTracker:
             self._K_prev = None if state["K_prev"] is None else state["K_prev"].to(self.storage_device)
             self._step_prev = state["step_prev"]
         self.history = [Snapshot.from_dict(d) for d in state["history"]]
+
+
+def predict_from_spectrum(
+    spectrum: Spectrum, coefficients: torch.Tensor, n: int, *, ridge: float = 0.0, noise: float = 0.0
+) -> tuple[theory.Prediction | None, str]:
+    """The eigenlearning prediction from a probe's spectrum, with the spectrum's tail extrapolated.
+
+    A probe of ``M`` points resolves only its top ``r <= M`` modes; the operator has infinitely many.
+    Ignoring the rest overestimates learnability as ``n`` approaches ``r`` (every resolved mode looks
+    learnable) and leaves the ridgeless equation for ``kappa`` without a solution for ``n >= r``. So the
+    spectrum is always extended by :func:`~ntkmonitor.theory.extrapolate_tail` to ``TAIL_FACTOR * max(n, r)``
+    modes with zero target power in the tail (for ``n << r`` this barely moves ``kappa``). If no power law
+    can be fitted (too few or non-decaying eigenvalues), the probe's spectrum alone is used. This is the
+    policy of :class:`NTKTracker` and of ``ntkmonitor audit``/``predict``.
+
+    Args:
+        spectrum: the kernel's spectrum on the probe (``M`` points).
+        coefficients: ``(r, k)`` target coefficients in that eigenbasis.
+        n: training-set size.
+        ridge: ``delta >= 0``.
+        noise: target-noise variance.
+
+    Returns:
+        ``(prediction, note)``: the :class:`~ntkmonitor.Prediction` (``None`` if no prediction is possible)
+        and a note saying how it was obtained.
+
+    Example:
+        >>> spec = eigendecompose(torch.diag(40 * torch.arange(1.0, 41.0) ** -1.5))  # lambda_i = i^-1.5
+        >>> y = torch.zeros(40, 1)
+        >>> y[:3] = 1.0
+        >>> small, note = predict_from_spectrum(spec, spec.project(y), n=10)
+        >>> large, _ = predict_from_spectrum(spec, spec.project(y), n=100)  # n > 40 probe modes
+        >>> 0 < small.learnability < large.learnability < 1, note[:26]
+        (True, 'tail extrapolated: alpha=1')
+    """
+    positive = spectrum.eigenvalues > 0
+    r = int(positive.sum())
+    try:
+        eigs, mult, fit = theory.extrapolate_tail(spectrum, TAIL_FACTOR * max(int(n), r))
+    except InputError as err:
+        try:
+            prediction = theory.predict(spectrum.eigenvalues, coefficients, n, ridge=ridge, noise=noise)
+        except NoSolutionError:
+            return None, f"no solution: n={n} >= the probe's {r} modes and no power-law tail ({err})"
+        return prediction, f"probe spectrum only (no power-law tail: {err})"
+    coeffs = torch.zeros(eigs.shape[0], coefficients.shape[1], dtype=torch.float64)
+    coeffs[:r] = coefficients[positive].cpu()
+    prediction = theory.predict(eigs, coeffs, n, ridge=ridge, noise=noise, multiplicities=mult)
+    note = f"tail extrapolated: alpha={fit.alpha:.3f} (r2={fit.r2:.3f}) beyond the probe's {r} modes"
+    return prediction, note

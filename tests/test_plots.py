@@ -175,6 +175,39 @@ def test_mode_heatmap_rows_are_modes_columns_are_measurements():
     assert colorbar.get_ylabel()
 
 
+# ---------------------------------------------------------------------------------------------------- learning curve
+def test_learning_curve_figure_two_log_x_panels_and_the_train_size_marker():
+    n = [10, 100, 1000, 10000]
+    fig = plots.learning_curve_figure(n, [0.1, 0.4, 0.8, 0.95], [0.9, 0.6, 0.2, 0.05], train_size=500)
+    left, right = fig.axes
+    assert left.get_xscale() == right.get_xscale() == right.get_yscale() == "log"
+    assert left.get_yscale() == "linear" and left.get_ylim() == pytest.approx((-0.02, 1.02))
+    for ax, values in ((left, [0.1, 0.4, 0.8, 0.95]), (right, [0.9, 0.6, 0.2, 0.05])):
+        curve, marker = ax.lines
+        np.testing.assert_array_equal(curve.get_xdata(), n)
+        np.testing.assert_array_equal(curve.get_ydata(), values)
+        np.testing.assert_array_equal(marker.get_xdata(), [500, 500])
+        assert marker.get_label() == "train size n = 500"
+        assert "log" in ax.get_xlabel() and ax.get_ylabel() and ax.get_legend()
+    assert fig.get_suptitle()
+    assert [len(ax.lines) for ax in plots.learning_curve_figure(n, [0.5] * 4, [1.0] * 4).axes] == [1, 1]
+
+
+def test_learning_curve_figure_leaves_out_nonpositive_n_and_undefined_values():
+    n = [0, 10, 100, 1000]  # n = 0 cannot be drawn on a log axis
+    left, right = plots.learning_curve_figure(n, [0.0, 0.3, None, 0.9], [1.0, 0.7, NAN, -1.0]).axes
+    np.testing.assert_array_equal(left.lines[0].get_xdata(), [10, 100, 1000])
+    np.testing.assert_array_equal(left.lines[0].get_ydata(), [0.3, NAN, 0.9])  # None (from JSON) -> gap
+    np.testing.assert_array_equal(right.lines[0].get_ydata(), [0.7, NAN, NAN])  # a non-positive MSE -> gap
+    fig = plots.learning_curve_figure([1, 2], [None, None], [None, None], train_size=2)
+    assert [len(ax.lines) for ax in fig.axes] == [0, 0] and right.get_yscale() == "log"
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear", "linear"]
+    plots.figure_to_array(fig)
+    assert [len(ax.lines) for ax in plots.learning_curve_figure([], [], []).axes] == [0, 0]
+    with pytest.raises(ntkmonitor.InputError, match="one learnability and one test MSE"):
+        plots.learning_curve_figure([1, 2, 3], [0.1, 0.2], [0.5, 0.4, 0.3])
+
+
 # ---------------------------------------------------------------------------------------------------- output
 def test_figure_to_png_and_array():
     fig = plots.learnability_figure(_history(n=2))

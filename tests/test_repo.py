@@ -27,6 +27,14 @@ def test_readme_has_two_commands_and_ci_runs_both():
         assert command.strip() in ci_lines, f"README command not run verbatim by .ci/run: {command}"
 
 
+def test_readme_audit_command_runs_in_ci():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Audit saved checkpoints.*?```bash\n(.*?)```", text, re.S)
+    assert block, "README must show the audit command"
+    ci_lines = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
+    assert block.group(1).strip() in ci_lines
+
+
 def test_import_does_not_pull_lightning_or_tensorboard():
     code = (
         "import sys, ntkmonitor; "

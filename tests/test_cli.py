@@ -1,0 +1,205 @@
+"""``ntkmonitor audit`` / ``predict``: outputs, agreement with the Python API, bad input, safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import ntkmonitor
+from ntkmonitor.cli import main
+from ntkmonitor.theory import extrapolate_tail
+from ntkmonitor.tracker import TAIL_FACTOR, NTKTracker
+
+from .tolerances import CLI_API_RTOL, KAPPA_EQUATION_ATOL
+
+MODEL_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(5, 32), nn.Tanh(), nn.Linear(32, 3))
+    """
+)
+
+
+class _Payload:
+    """Unpickling this runs code (creates a file): what a malicious checkpoint would do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A directory with a model factory file, data, and two checkpoints (init and after SGD)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "netdef.py").write_text(MODEL_FILE)
+    sys.path.insert(0, str(tmp_path))
+    import netdef
+
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("netdef", None)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(120, 5, generator=g)
+    labels = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    torch.save({"x": x[:80], "y": labels[:80], "x_probe": x[80:], "y_probe": labels[80:]}, tmp_path / "data.pt")
+    model = netdef.make()
+    torch.save(model.state_dict(), tmp_path / "init.pt")
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x[:80]), torch.nn.functional.one_hot(labels[:80], 3).float()).backward()
+        opt.step()
+    torch.save(model.state_dict(), tmp_path / "final.pt")
+    return tmp_path
+
+
+def _audit_args(out="out", *extra):
+    return [
+        "audit",
+        "--model",
+        "netdef.py:make",
+        "--checkpoint",
+        "init.pt",
+        "--checkpoint",
+        "final.pt",
+        "--data",
+        "data.pt",
+        "--probe-size",
+        "32",
+        "--out",
+        out,
+        *extra,
+    ]
+
+
+def test_audit_writes_every_output_and_matches_the_python_api(workspace, capsys):
+    assert main(_audit_args()) == 0
+    out = workspace / "out"
+    assert (out / "report.html").is_file() and (out / "report.json").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents*"))
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] in printed and "report.html" in printed
+
+    # the same analysis through the Python API
+    data = torch.load(workspace / "data.pt")
+    index = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:32]
+    sys.path.insert(0, str(workspace))
+    import netdef
+
+    sys.path.remove(str(workspace))
+    model = netdef.make()
+    model.load_state_dict(torch.load(workspace / "init.pt"))
+    tracker = NTKTracker(model, (data["x_probe"][index], data["y_probe"][index]), train_size=80, ridge=0.0)
+    expected = [tracker.reference(step=0)]
+    model.load_state_dict(torch.load(workspace / "final.pt"))
+    expected.append(tracker.measure(step=1))
+    assert [e["label"] for e in report["timeline"]] == ["init.pt", "final.pt"]
+    for entry, snap in zip(report["timeline"], expected, strict=True):
+        for key, value in snap.scalars().items():
+            if key == "ntk/time/measure_seconds":
+                continue
+            got = ntkmonitor.Snapshot.from_dict(entry["snapshot"]).scalars()[key]
+            assert got == pytest.approx(value, rel=CLI_API_RTOL, abs=1e-12), key
+    assert report["verdict"] == expected[-1].verdict
+    eig = torch.tensor(report["spectrum0"]["eigenvalues"], dtype=torch.float64)
+    assert torch.allclose(eig, tracker.spectrum0.eigenvalues, rtol=CLI_API_RTOL, atol=1e-12)
+
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    assert expected[-1].verdict in html and "ntkmonitor audit" in html
+
+
+def test_audit_writes_nothing_outside_out(workspace):
+    before = {p for p in workspace.rglob("*")}
+    assert main(_audit_args("results/run1")) == 0
+    created = {p for p in workspace.rglob("*")} - before
+    outside = [p for p in created if not str(p).startswith(str(workspace / "results"))]
+    assert outside == [], outside  # e.g. no __pycache__ next to netdef.py
+
+
+def test_audit_with_full_mode_reports_the_output_block_structure(workspace):
+    assert main(_audit_args("out_full", "--mode", "full")) == 0
+    report = json.loads((workspace / "out_full" / "report.json").read_text())
+    assert 0 <= report["full_kernel"]["offdiagonal_fraction"] < 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--data": "missing.pt"}, "--data: file 'missing.pt' does not exist"),
+        ({"--checkpoint": "missing.pt"}, "--checkpoint: file 'missing.pt' does not exist"),
+        ({"--model": "no_such_module:make"}, "--model: cannot import module 'no_such_module'"),
+        ({"--model": "netdef.py:nope"}, "--model: module 'netdef.py' has no attribute 'nope'"),
+        ({"--model": "netdef.py"}, "--model: expected MODULE:NAME"),
+        ({"--data": "bad_rows.pt"}, "--data: 'x' has 80 rows but 'y' has 79"),
+        ({"--data": "wrong_features.pt"}, "--data: the model from --model fails on the inputs of --data"),
+        ({"--data": "no_y.pt"}, "--data: expected keys 'x' and 'y'"),
+        ({"--checkpoint": "other.pt"}, "--checkpoint: 'other.pt' does not match the model"),
+    ],
+)
+def test_bad_input_exits_2_with_a_one_line_message(workspace, capsys, change, message):
+    torch.save({"x": torch.randn(80, 5), "y": torch.randn(79)}, workspace / "bad_rows.pt")
+    torch.save({"x": torch.randn(80, 7), "y": torch.randn(80, 3)}, workspace / "wrong_features.pt")
+    torch.save({"x": torch.randn(80, 5)}, workspace / "no_y.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), workspace / "other.pt")
+    args = _audit_args()
+    for flag, value in change.items():
+        args[args.index(flag) + 1] = value
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (workspace / "out").exists()
+
+
+def test_malicious_checkpoint_is_refused_without_trust(workspace, capsys):
+    marker = workspace / "pwned"
+    torch.save({"state_dict": {"x": _Payload(str(marker))}}, workspace / "evil.pt")
+    args = _audit_args()
+    args[args.index("init.pt")] = "evil.pt"
+    assert main(args) == 2
+    assert "--trust-checkpoint" in capsys.readouterr().err
+    assert not marker.exists(), "the payload must not run"
+
+
+def test_predict_learning_curve_obeys_the_kappa_equation(workspace):
+    out = workspace / "pred"
+    args = ["predict", "--model", "netdef.py:make", "--data", "data.pt", "--probe-size", "40", "--out", str(out)]
+    assert main([*args, "--ridge", "0.0"]) == 0
+    assert main([*args[:-1], str(out / "ridge"), "--ridge", "0.5"]) == 0
+    for path, ridge in ((out / "report.json", 0.0), (out / "ridge" / "report.json", 0.5)):
+        report = json.loads(path.read_text())
+        assert report["kind"] == "predict" and report["timeline"] == []
+        curve = report["learning_curve"]
+        assert len(curve["n"]) >= 10 and curve["n"] == sorted(curve["n"])
+        assert all(b > a for a, b in zip(curve["learnability"], curve["learnability"][1:], strict=False))
+        eigenvalues = torch.tensor(report["spectrum0"]["eigenvalues"], dtype=torch.float64)
+        rank = int((eigenvalues > 0).sum())
+        assert curve["note"].startswith("tail extrapolated")
+        for n, kappa in zip(curve["n"], curve["kappa"], strict=True):
+            lam, mult, _ = extrapolate_tail(eigenvalues, TAIL_FACTOR * max(n, rank))  # the documented policy
+            total = float((mult * lam / (lam + kappa)).sum())
+            assert total == pytest.approx(n - ridge / kappa, abs=KAPPA_EQUATION_ATOL), n
+
+
+def test_python_dash_m_and_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "ntkmonitor", "audit", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert result.returncode == 0 and "--trust-checkpoint" in result.stdout
