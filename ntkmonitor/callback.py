@@ -40,7 +40,7 @@ from torch import nn
 
 from . import _checks, drift
 from .errors import InputError, NTKMonitorWarning
-from .tracker import NTKTracker, Snapshot
+from .tracker import NTKTracker, Snapshot, validate_options
 
 __all__ = ["NTKMonitor", "lightning_callback_class", "DEFAULT_PROBE_SIZE", "DEFAULT_MAX_OVERHEAD"]
 
@@ -132,8 +132,14 @@ class _NTKMonitorLogic:
             train_size = _checks.positive_int(train_size, "train_size (or None to infer it)")
         if not (isinstance(max_overhead, (int, float)) and 0 < max_overhead <= 1):
             raise InputError(f"Expected max_overhead in (0, 1], but got {max_overhead!r}.")
-        if lr is not None and lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
-            raise InputError(f"Expected lr to be None, 'auto' or a number > 0, but got {lr!r}.")
+        validate_options(
+            top_k=top_k,
+            ridge=ridge,
+            lr=None if lr == "auto" else lr,
+            loss=loss,
+            noise=noise,
+            thresholds=thresholds,
+        )
         if batch_to_xy is not None and not callable(batch_to_xy):
             raise InputError(f"Expected batch_to_xy to be callable, but got {type(batch_to_xy).__name__}.")
         self.probe = probe

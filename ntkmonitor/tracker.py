@@ -49,7 +49,7 @@ from .errors import InputError, NoSolutionError
 from .kernel import empirical_ntk
 from .spectrum import Spectrum, eigendecompose
 
-__all__ = ["NTKTracker", "Snapshot", "SCALAR_KEYS", "MODE_KEY", "predict_from_spectrum"]
+__all__ = ["NTKTracker", "Snapshot", "SCALAR_KEYS", "MODE_KEY", "predict_from_spectrum", "validate_options"]
 
 TAIL_FACTOR = 10
 """Predictions extrapolate the probe's spectrum to ``TAIL_FACTOR * max(n, r)`` modes (see
@@ -228,6 +228,48 @@ class Snapshot:
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
+def validate_options(
+    *,
+    top_k: int = 10,
+    ridge: float | None = None,
+    lr: float | None = None,
+    loss: str = "half_mse",
+    noise: float = 0.0,
+    thresholds: drift.DriftThresholds | None = None,
+) -> None:
+    """Check the analysis options of :class:`NTKTracker` (shared with the callback, which checks them early).
+
+    Args:
+        top_k: positive int.
+        ridge: ``None`` or a number ``>= 0``.
+        lr: ``None`` or a number ``> 0``.
+        loss: ``"half_mse"`` or ``"mse"``.
+        noise: a number ``>= 0``.
+        thresholds: ``None`` or a :class:`~ntkmonitor.DriftThresholds`.
+
+    Raises:
+        InputError: naming the option, what was expected and what was received.
+
+    Example:
+        >>> validate_options(top_k=5, ridge=0.1)
+        >>> validate_options(loss="l1")
+        Traceback (most recent call last):
+        ...
+        ntkmonitor.errors.InputError: Expected loss to be 'half_mse' or 'mse', but got 'l1'.
+    """
+    _checks.positive_int(top_k, "top_k")
+    if ridge is not None and not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool) and ridge >= 0):
+        raise InputError(f"Expected ridge to be None or a number >= 0, but got {ridge!r}.")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+        raise InputError(f"Expected lr to be None or a number > 0, but got {lr!r}.")
+    if loss not in ("half_mse", "mse"):
+        raise InputError(f"Expected loss to be 'half_mse' or 'mse', but got {loss!r}.")
+    if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise >= 0):
+        raise InputError(f"Expected noise to be a variance >= 0, but got {noise!r}.")
+    if thresholds is not None and not isinstance(thresholds, drift.DriftThresholds):
+        raise InputError(f"Expected thresholds to be a DriftThresholds, but got {type(thresholds).__name__}.")
+
+
 class NTKTracker:
     """Measures a model against NTK theory on a fixed probe, from a plain PyTorch loop or a callback.
 
@@ -296,13 +338,7 @@ class NTKTracker:
                 f"{f' of length {len(probe)}' if isinstance(probe, (tuple, list)) else ''}."
             )
         train_size = _checks.positive_int(train_size, "train_size (the training-set size n)")
-        top_k = _checks.positive_int(top_k, "top_k")
-        if ridge is not None and not (isinstance(ridge, (int, float)) and ridge >= 0):
-            raise InputError(f"Expected ridge to be None or a number >= 0, but got {ridge!r}.")
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-            raise InputError(f"Expected lr to be None or a number > 0, but got {lr!r}.")
-        if loss not in ("half_mse", "mse"):
-            raise InputError(f"Expected loss to be 'half_mse' or 'mse', but got {loss!r}.")
+        validate_options(top_k=top_k, ridge=ridge, lr=lr, loss=loss, noise=noise, thresholds=thresholds)
         self.model = model
         self.train_size = train_size
         self.kernel_options = {

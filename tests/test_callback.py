@@ -171,6 +171,10 @@ def test_bad_arguments_are_rejected_early():
         NTKMonitor(max_overhead=0)
     with pytest.raises(ntkmonitor.InputError, match="lr"):
         NTKMonitor(lr=-1)
+    with pytest.raises(ntkmonitor.InputError, match="top_k"):  # tracker options are checked early too
+        NTKMonitor(top_k=0)
+    with pytest.raises(ntkmonitor.InputError, match="loss"):
+        NTKMonitor(loss="l1")
 
 
 def test_module_selects_a_submodule_and_lr_auto_reads_plain_sgd():
