@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and print (and return) the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=250)
     parser.add_argument("--n-train", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)

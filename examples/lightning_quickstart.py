@@ -1,7 +1,7 @@
 """Lightning quickstart: train an MLP with ``NTKMonitor`` and watch it in TensorBoard.
 
 Run:
-    python examples/lightning_quickstart.py                 # under a minute on 2 CPU cores
+    python examples/lightning_quickstart.py                 # about 40 s on 2 CPU cores
     python examples/lightning_quickstart.py --quick         # seconds (smoke test)
     tensorboard --logdir ntk_runs                           # then open the printed URL
 
@@ -71,7 +71,7 @@ def make_data(n_train: int = 2048, n_val: int = 512, d: int = 16, seed: int = 0)
 
 def train(
     width: int = 512,
-    epochs: int = 150,
+    epochs: int = 250,
     monitor: ntkmonitor.NTKMonitor | None = None,
     out: str | None = None,
     seed: int = 0,
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="ntk_runs", help="TensorBoard log directory (default ntk_runs)")
     parser.add_argument("--width", type=int, default=512, help="hidden width (default 512)")
-    parser.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    parser.add_argument("--epochs", type=int, default=250, help="training epochs (default 250)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args(argv)
     width, epochs, n_train = (args.width, args.epochs, 2048) if not args.quick else (64, 2, 256)

@@ -476,8 +476,9 @@ class TensorBoardSink:
     r"""Writes an :class:`~ntkmonitor.tracker.NTKTracker`'s measurements to a ``SummaryWriter``.
 
     Each :meth:`log` writes the tracker's latest snapshot (:func:`log_snapshot`: layout once, scalars, the
-    histogram of the current spectrum, the text summary) and, every ``figures_every`` measurements (the 1st,
-    the ``1 + figures_every``-th, ...) or when ``final=True``, the figures (:func:`log_figures`). Logging the
+    histogram of the current spectrum, the text summary) and, every ``figures_every`` measurements (the
+    ``figures_every``-th, ``2 figures_every``-th, ...; not the reference, whose figures would show one point)
+    or when ``final=True``, the figures (:func:`log_figures`). Logging the
     same snapshot twice writes it once (``log(tracker, final=True)`` after the last measurement only adds the
     figures). Failures warn with :class:`~ntkmonitor.NTKMonitorWarning` and are skipped.
 
@@ -575,7 +576,7 @@ class TensorBoardSink:
             log_snapshot(self.writer, snap, eigenvalues=None if spectrum is None else spectrum.eigenvalues)
             self._last = snap
             self.measurements += 1
-        due = new and self.figures_every > 0 and (self.measurements - 1) % self.figures_every == 0
+        due = new and self.figures_every > 0 and self.measurements % self.figures_every == 0
         if (due or final) and snap is not self._last_figures:
             eigenvalues0 = target_power0 = None
             with _guard("the reference spectrum"):
