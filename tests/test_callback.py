@@ -248,3 +248,41 @@ def test_trainer_with_tensorboard_logger_writes_every_documented_output(tmp_path
         images = acc.Images(tag)
         assert images and images[-1].step == 12 and len(images[-1].encoded_image_string) > 1000, tag
     assert any(t.startswith(ntb.SUMMARY_TAG) for t in tags["tensors"])
+
+
+def test_works_with_a_lightning_pytorch_trainer():
+    """The unified ``lightning`` package has its own Callback class; lightning_callback_class builds on it."""
+    import lightning.pytorch as L
+
+    from ntkmonitor.callback import lightning_callback_class
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = lm.MLPModule().net
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    monitor = lightning_callback_class(L.Callback)(every_n_steps=3, probe_size=16)
+    assert isinstance(monitor, L.Callback)
+    train, _ = lm.loaders("mlp")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor],
+    )
+    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="training set"):  # no validation data given
+        trainer.fit(Module(), train)
+    assert [s.step for s in monitor.history] == [0, 3, 6]
