@@ -1,6 +1,6 @@
 """The kernel request shared by every method, and the method protocol.
 
-A method (``"jacobian"``, ``"ntk_vp"``, later ``"structured"``) is an object with two functions:
+A method (``"jacobian"``, ``"ntk_vp"``, ``"structured"``) is an object with two functions:
 ``cost(problem)``, an estimate of its work in FLOP-equivalents used by ``method="auto"``, and
 ``compute(problem)``, which returns the kernel. New methods plug into ``kernel._METHODS`` without
 touching the others.
@@ -60,6 +60,17 @@ class NTKMethod(str, Enum):
       followed by a ``jvp`` vectorized over the basis vectors ``e``. Time ``~ n^2 k [FP]``; memory
       ``chunk k (P + n [activations])``; never forms a Jacobian. **Pick it** in full mode when ``k``
       is large and ``k P >> [FP]``, or when even a one-example Jacobian ``k P`` does not fit.
+    - ``STRUCTURED`` (``"structured"``): layer-wise factors. For a linear layer ``y = W a + b`` the
+      weight block is ``sum_{s,t} (a_is . a_jt) (g_ias . g_jbt)`` with ``g = d f / d y``: one forward
+      pass and one backward pass vectorized over the ``k`` outputs per block of examples, then
+      time ``~ n^2 S^2 (d_in + k d_out)`` per layer (``S`` positions per example) instead of
+      ``n^2 k d_in d_out``; no Jacobian is formed. ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``
+      (``groups=1``), ``nn.Embedding`` and the affine parameters of ``LayerNorm``, ``GroupNorm`` and
+      eval-mode ``BatchNorm`` are structured (per layer, factored or explicit, whichever is cheaper);
+      every other parameter (e.g. ``nn.MultiheadAttention``'s projections) falls back to per-example
+      Jacobians for its own entries. **Pick it** for MLPs, CNNs and Transformers whose parameters
+      sit mostly in such layers -- on the MLP 784-512-512-10 it is orders of magnitude faster than
+      the other two; its cost is ``math.inf`` (never picked) when no selected parameter is structured.
     - ``AUTO`` (``"auto"``, default): estimates every method's cost with the formulas above (FLOPs of
       one forward pass are counted on one example with ``torch.utils.flop_counter``) and picks the
       cheapest. Two calibration constants turn FLOPs into time: ``NTK_VP``'s FLOPs are weighted by
@@ -76,6 +87,7 @@ class NTKMethod(str, Enum):
     AUTO = "auto"
     JACOBIAN = "jacobian"
     NTK_VP = "ntk_vp"
+    STRUCTURED = "structured"
 
 
 def parse_enum(enum: type[Enum], value: object, name: str) -> Enum:

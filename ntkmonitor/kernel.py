@@ -24,6 +24,7 @@ from ._jacobian import JacobianMethod
 from ._memory import memory_budget
 from ._ntk_vp import NTKVPMethod
 from ._problem import KernelMethodImpl, KernelMode, KernelProblem, NTKMethod, parse_enum
+from ._structured import StructuredMethod
 from .errors import InputError
 
 __all__ = ["empirical_ntk", "KernelMode", "NTKMethod", "resolve_method"]
@@ -31,6 +32,7 @@ __all__ = ["empirical_ntk", "KernelMode", "NTKMethod", "resolve_method"]
 _METHODS: dict[NTKMethod, KernelMethodImpl] = {
     NTKMethod.JACOBIAN: JacobianMethod(),
     NTKMethod.NTK_VP: NTKVPMethod(),
+    NTKMethod.STRUCTURED: StructuredMethod(),
 }
 """The registered methods. A new method adds itself here (and to :class:`NTKMethod`)."""
 
@@ -70,11 +72,11 @@ def empirical_ntk(
             symmetric kernel.
         mode: ``"trace"`` -> ``(n1, n2)``, the mean over outputs of ``K[i, j, a, a]``;
             ``"diagonal"`` -> ``(n1, n2, k)``; ``"full"`` -> ``(n1, n2, k, k)``. See :class:`KernelMode`.
-        method: ``"auto"``, ``"jacobian"`` or ``"ntk_vp"``; see :class:`NTKMethod` for when each wins.
+        method: ``"auto"``, ``"jacobian"``, ``"ntk_vp"`` or ``"structured"``; see :class:`NTKMethod` for when each wins.
         params: ``None`` for every parameter with ``requires_grad``; or a list of parameter names
             and/or module prefixes, e.g. ``["encoder", "head.weight"]`` (explicitly named frozen
             parameters are included).
-        chunk_size: examples per block (of ``x1``/``x2`` for ``"jacobian"``, of ``x2`` for
+        chunk_size: examples per block (of ``x1``/``x2`` for ``"jacobian"``/``"structured"``, of ``x2`` for
             ``"ntk_vp"``). ``None`` sizes blocks to stay within the memory budget
             (1 GiB or a quarter of free memory; env ``NTKMONITOR_MEMORY_BUDGET``).
         dtype: computation and result dtype, e.g. ``torch.float64``. ``None``: the parameters'
