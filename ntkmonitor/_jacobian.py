@@ -15,7 +15,7 @@ import torch
 from torch.func import jacrev, vmap
 
 from . import _inputs
-from ._problem import KernelMode, KernelProblem, chunks, positive_int
+from ._problem import KernelMode, KernelProblem, chunks, clamp_count
 
 Jacobian = dict[str, torch.Tensor]  # name -> (c, q, p)
 
@@ -39,9 +39,9 @@ def _plan(problem: KernelProblem) -> tuple[int, int]:
         return c, k
     per_example = k * P * size
     if per_example <= half:
-        return positive_int(half / per_example, n), k
+        return clamp_count(half / per_example, n), k
     # Even one example's Jacobian is over budget: chunk the outputs too.
-    q = positive_int(half / (P * size), k)
+    q = clamp_count(half / (P * size), k)
     problem.check_fits(
         2 * q * P * size,
         f"a one-example, one-output Jacobian ({P} parameters)",

@@ -13,7 +13,7 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 from . import _inputs
-from ._problem import KernelMode, KernelProblem, chunks, positive_int
+from ._problem import KernelMode, KernelProblem, chunks, clamp_count
 
 _EFFICIENCY_PENALTY = 2.5
 """``jvp``/``vjp`` run at a lower FLOP rate than one matrix product; ``auto`` weights them by this."""
@@ -35,10 +35,10 @@ def _plan(problem: KernelProblem) -> tuple[int, int, int]:
     per_vector = (P + 2 * n1 * acts) * size
     vectors = problem.budget / per_vector
     if vectors >= k:
-        return positive_int(vectors / k, problem.n2), k, n1
+        return clamp_count(vectors / k, problem.n2), k, n1
     if vectors >= 1:
         return 1, int(vectors), n1
-    rows = positive_int((problem.budget / size - P) / (2 * acts), n1)
+    rows = clamp_count((problem.budget / size - P) / (2 * acts), n1)
     return 1, 1, rows
 
 

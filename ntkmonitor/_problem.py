@@ -185,7 +185,7 @@ def chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def positive_int(value: float, cap: int) -> int:
+def clamp_count(value: float, cap: int) -> int:
     """``value`` floored, clipped to ``[1, cap]``."""
     if not math.isfinite(value):
         return cap
