@@ -445,7 +445,11 @@ _DOC = """Lightning callback that monitors training against NTK theory.
         batch_to_xy: maps a collated batch of dataset items to ``(x, y)``.
         module: attribute path of the network inside the LightningModule (e.g. ``"net"``); ``None`` for the
             LightningModule itself (its ``forward``).
-        method, params, chunk_size, dtype, output_fn: passed to :func:`~ntkmonitor.empirical_ntk`.
+        method: kernel method, passed to :func:`~ntkmonitor.empirical_ntk`.
+        params: parameter selection, passed to :func:`~ntkmonitor.empirical_ntk`.
+        chunk_size: examples per block, passed to :func:`~ntkmonitor.empirical_ntk`.
+        dtype: computation dtype, passed to :func:`~ntkmonitor.empirical_ntk`.
+        output_fn: output selection, passed to :func:`~ntkmonitor.empirical_ntk`.
         top_k: modes reported per measurement.
         ridge: fixed ridge of the predictions.
         lr: learning rate for the finite-time prediction (:func:`~ntkmonitor.effective_ridge`); ``"auto"``
