@@ -422,7 +422,12 @@ def eigenspace_overlap(K0: torch.Tensor, Kt: torch.Tensor, k: int) -> float:
         raise InputError(f"Expected k <= M = {a.shape[0]}, but got k={k}.")
     _, U0, _ = _eigh_top(a, k)
     _, Ut, _ = _eigh_top(b.to(a.device), k)
-    value = float((U0.T @ Ut).pow(2).sum()) / k
+    return _subspace_overlap(U0, Ut)
+
+
+def _subspace_overlap(U0: torch.Tensor, Ut: torch.Tensor) -> float:
+    """``||U0^T Ut||_F^2 / k`` for ``(M, k)`` orthonormal columns, clipped to ``[0, 1]``."""
+    value = float((U0.T @ Ut.to(U0)).pow(2).sum()) / U0.shape[1]
     return min(1.0, max(0.0, value))
 
 

@@ -543,7 +543,11 @@ class NTKTracker:
         )
         snap.kernel_alignment = drift.kernel_target_alignment(Kt, self.target)
         k = min(self.top_k, self.M - 1)
-        snap.eigenspace_overlap = drift.eigenspace_overlap(self.K0, Kt, max(1, k))
+        # drift.eigenspace_overlap(self.K0, Kt, k), from the eigenvectors both spectra already hold
+        k = max(1, min(k, self.spectrum0.rank, spectrum.rank))
+        snap.eigenspace_overlap = drift._subspace_overlap(
+            self.spectrum0.eigenvectors[:, :k], spectrum.eigenvectors[:, :k]
+        )
         snap.verdict = str(drift.verdict(snap.kernel_distance, snap.linearization_error, self.thresholds))
 
         lam = spectrum.eigenvalues

@@ -58,6 +58,9 @@ def test_callback_kernel_is_nonzero_and_matches_empirical_ntk(kind):
     expected = torch.linalg.eigvalsh(K_final).flip(0)[: len(final.top_eigenvalues)] / K_final.shape[0]
     assert rel_err(torch.tensor(final.top_eigenvalues), expected) <= CALLBACK_KERNEL_RTOL
     assert final.kernel_distance > 0  # the network trained and its kernel moved
+    k = min(len(final.top_eigenvalues), K_final.shape[0] - 1)
+    overlap = ntkmonitor.drift.eigenspace_overlap(K0.double(), K_final, k)  # the tracker reuses its spectra
+    assert final.eigenspace_overlap == pytest.approx(overlap, abs=CALLBACK_KERNEL_RTOL)
 
 
 def test_probe_comes_from_validation_data_and_integer_labels_become_one_hot():
