@@ -3,6 +3,7 @@
 Run:
     python examples/quickstart.py            # ~10 s on 2 CPU cores
     python examples/quickstart.py --width 2048
+    python examples/quickstart.py --quick --out ntk_runs/quickstart   # seconds; facts saved as JSON
 
 It builds a 2-hidden-layer MLP on synthetic 8-d data with 3 outputs, computes its empirical NTK on a
 probe of 128 points with :func:`ntkmonitor.empirical_ntk`, checks it against a second method, and
@@ -14,7 +15,9 @@ steps of training.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,7 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--probe-size", type=int, default=128, help="probe points M (default 128)")
     parser.add_argument("--steps", type=int, default=50, help="SGD steps before the second kernel (default 50)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder to save the facts to as quickstart.json (default: none)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (width 32, 16 points, 3 steps)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.width, args.probe_size, args.steps = 32, 16, 3
 
     torch.manual_seed(args.seed)
     model = make_mlp(args.width)
@@ -80,13 +87,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"after {args.steps} SGD steps (loss {loss.item():.3f}): kernel distance {distance:.2e}, "
         f"relative kernel change {rel_change:.2e}  (small = lazy regime; try --width 64)"
     )
-    return {
+    facts = {
         "kernel_seconds": t_auto,
         "method_rel_diff": agree,
         "effective_rank": eff_rank,
         "off_diagonal_ratio": off_ratio,
         "kernel_distance": distance,
     }
+    if args.out is not None:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "quickstart.json").write_text(json.dumps(facts, indent=1))
+        print(f"wrote {Path(args.out) / 'quickstart.json'}")
+    return facts
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ def _load(relative: str):
     return module
 
 
-def test_quickstart_prints_kernel_facts(capsys):
-    facts = _load("examples/quickstart.py").main(["--width", "32", "--probe-size", "16", "--steps", "3"])
+def test_quickstart_prints_kernel_facts(tmp_path, capsys):
+    facts = _load("examples/quickstart.py").main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "exactly symmetric: True" in out and "effective rank" in out
+    assert json.loads((tmp_path / "quickstart.json").read_text()) == facts
     assert facts["method_rel_diff"] < 1e-5 and facts["kernel_distance"] >= 0
 
 
