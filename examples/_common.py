@@ -15,6 +15,7 @@ Not a public API: the examples import it from their own folder.
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
@@ -207,3 +208,15 @@ def gd_learning_rates(K: torch.Tensor, train_idx: torch.Tensor, factor: float) -
     """
     mu_max = torch.stack([torch.linalg.eigvalsh(K[i][:, i])[-1] for i in train_idx.cpu()]).cpu()
     return (factor * train_idx.shape[1] / mu_max).float()
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, max_steps: int) -> None:
+    """The options both eigenlearning examples share: gradient descent, device, seed, ``--quick``."""
+    parser.add_argument("--lr-factor", type=float, default=1.8, help="eta = factor * n / mu_max(K_DD) (default: 1.8)")
+    parser.add_argument("--tol", type=float, default=1e-5, help="train-MSE target (default: 1e-5)")
+    parser.add_argument(
+        "--max-steps", type=int, default=max_steps, help=f"gradient-descent step cap (default: {max_steps})"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and the training sets")
+    parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")

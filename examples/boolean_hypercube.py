@@ -50,7 +50,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import gd_learning_rates, hypercube, ntk_mlp, parity, stderr, train_full_batch  # noqa: E402
+from _common import (  # noqa: E402
+    add_training_arguments,
+    gd_learning_rates,
+    hypercube,
+    ntk_mlp,
+    parity,
+    stderr,
+    train_full_batch,
+)
 
 import ntkmonitor  # noqa: E402
 
@@ -67,12 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3, 8], help="parity orders (default: 0 1 3 8)")
     parser.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_GRID), help="training-set sizes")
     parser.add_argument("--trials", type=int, default=2, help="training sets per n (default: 2)")
-    parser.add_argument("--lr-factor", type=float, default=1.8, help="eta = factor * n / mu_max(K_DD) (default: 1.8)")
-    parser.add_argument("--tol", type=float, default=1e-5, help="train-MSE target (default: 1e-5)")
-    parser.add_argument("--max-steps", type=int, default=4000, help="gradient-descent step cap (default: 4000)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and the draws")
-    parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    add_training_arguments(parser, max_steps=4_000)
     args = parser.parse_args(argv)
     if args.quick:
         args.dim, args.width, args.depth, args.trials, args.max_steps = 6, 64, 2, 1, 300

@@ -41,7 +41,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import gd_learning_rates, hypercube, ntk_mlp, stderr, train_full_batch  # noqa: E402
+from _common import (  # noqa: E402
+    add_training_arguments,
+    gd_learning_rates,
+    hypercube,
+    ntk_mlp,
+    stderr,
+    train_full_batch,
+)
 
 import ntkmonitor  # noqa: E402
 
@@ -54,12 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=6, help="cube dimension d; M = 2^d points (default: 6)")
     parser.add_argument("--n", type=int, default=16, help="training-set size (default: 16)")
     parser.add_argument("--width", type=int, default=500, help="hidden width (default: 500)")
-    parser.add_argument("--lr-factor", type=float, default=1.8, help="eta = factor * n / mu_max(K_DD) (default: 1.8)")
-    parser.add_argument("--tol", type=float, default=1e-5, help="train-MSE target (default: 1e-5)")
-    parser.add_argument("--max-steps", type=int, default=20_000, help="gradient-descent step cap (default: 20000)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initializations and the training set")
-    parser.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    add_training_arguments(parser, max_steps=20_000)
     args = parser.parse_args(argv)
     if args.quick:
         args.dim, args.n, args.width, args.max_steps = 4, 4, 64, 2000
