@@ -32,7 +32,7 @@ and MSE vs n; theory as curves, networks as dots with error bars, one colour per
 (every number), and TensorBoard logs (``tensorboard --logdir OUT``: predicted and measured overlaid per k,
 step = n, and the figure).
 
-    python examples/boolean_hypercube.py              # default: ~5 minutes on 2 CPU cores
+    python examples/boolean_hypercube.py              # default: ~4 minutes on 2 CPU cores
     python examples/boolean_hypercube.py --trials 8   # smoother error bars
     python examples/boolean_hypercube.py --quick      # seconds: width 64, a coarse grid
 """

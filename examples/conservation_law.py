@@ -25,7 +25,7 @@ the bottom; negative learnabilities stack downwards); a dashed line marks ``n``.
 
 Outputs in ``--out`` (default ``ntk_runs/conservation``): ``conservation_law.png`` and ``conservation_law.json``.
 
-    python examples/conservation_law.py            # default: a few minutes on 2 CPU cores
+    python examples/conservation_law.py            # default: ~2 minutes on 2 CPU cores
     python examples/conservation_law.py --quick    # seconds: width 64, {-1, 1}^4
 """
 
