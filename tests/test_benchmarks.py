@@ -1,0 +1,99 @@
+"""Smoke test of ``benchmarks/bench_entk.py``: tiny sizes, every workload but resnet18, every torch contender.
+
+The neural-tangents contenders need their own environment (see the benchmark's docstring); they run
+here only when ``NTKMONITOR_NT_PYTHON`` names its python. The torch part always runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.test_examples import _load
+
+TORCH_CONTENDERS = ["ntkmonitor:jacobian", "ntkmonitor:ntk_vp", "ntkmonitor:structured", "ntkmonitor:auto", "recipe"]
+# torch.func has no batching rule for CPU flash-attention's backward (the transformer workload); it falls back
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+RECORD_KEYS = {"times_s", "median_s", "min_s", "max_s", "warmup_s", "peak_mib", "rel_err", "speedup_vs_recipe"}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("benchmarks/bench_entk.py")
+
+
+def _check_runs(result: dict, expected: set[tuple[str, str]], contenders: list[str]) -> None:
+    assert {(run["workload"], run["mode"]) for run in result["runs"]} == expected
+    for run in result["runs"]:
+        assert {"n", "k", "num_params", "reference", "contenders", "nt_best"} <= set(run)
+        assert list(run["contenders"]) == contenders
+        for name, rec in run["contenders"].items():
+            where = f"{run['workload']}/{run['mode']}/{name}"
+            assert "error" not in rec, f"{where}: {rec.get('error')}"
+            assert RECORD_KEYS <= set(rec), where
+            assert rec["rel_err"] < 1e-4, f"{where}: relative error {rec['rel_err']:.2e}"
+            assert rec["min_s"] <= rec["median_s"] <= rec["max_s"] and rec["median_s"] > 0
+            assert rec["speedup_vs_recipe"] > 0
+            assert rec["peak_mib"] is None or rec["peak_mib"] >= 0
+        assert run["contenders"]["recipe"]["speedup_vs_recipe"] == pytest.approx(1.0)
+
+
+def test_bench_entk_quick_every_workload_and_torch_contender(bench, tmp_path, capsys):
+    out = tmp_path / "entk.json"
+    result = bench.main(
+        [
+            "--quick",
+            "--workloads",
+            "mlp,resnet,transformer",
+            "--contenders",
+            ",".join(TORCH_CONTENDERS),
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--isolate",
+            "none",
+            "--json",
+            str(out),
+        ]
+    )
+    expected = {("mlp", "trace"), ("mlp", "full"), ("resnet", "trace"), ("transformer", "trace")}
+    _check_runs(result, expected, TORCH_CONTENDERS)
+    auto = [run["contenders"]["ntkmonitor:auto"]["auto_choice"] for run in result["runs"]]
+    assert set(auto) <= {"jacobian", "ntk_vp", "structured"}
+    assert json.loads(out.read_text())["machine"]["torch"] == result["machine"]["torch"]
+    printed = capsys.readouterr().out
+    assert "| contender | median s |" in printed and "### transformer (trace)" in printed
+
+
+def test_bench_entk_subprocess_isolation_and_nt_when_available(bench, capsys):
+    """One contender in a fresh process (the default on CPU); neural-tangents too if its env is given."""
+    nt_python = os.environ.get("NTKMONITOR_NT_PYTHON")
+    contenders = ["ntkmonitor:structured"] + (["neural-tangents:JACOBIAN_CONTRACTION"] if nt_python else [])
+    result = bench.main(
+        ["--quick", "--workloads", "mlp", "--modes", "trace", "--repeats", "1", "--threads", "1"]
+        + ["--contenders", ",".join(contenders)]
+    )
+    if not nt_python:
+        assert "neural-tangents" not in " ".join(result["runs"][0]["contenders"])
+        assert result["neural_tangents"]["skipped"] == "not requested"
+        contenders = contenders[:1]
+    (run,) = result["runs"]
+    for name in contenders:
+        rec = run["contenders"][name]
+        assert "error" not in rec, rec.get("error")
+        assert rec["rel_err"] < 1e-4 and rec["median_s"] > 0 and rec["peak_mib"] is not None
+    if nt_python:
+        assert run["nt_best"] == "neural-tangents:JACOBIAN_CONTRACTION"
+        assert run["contenders"]["ntkmonitor:structured"]["speedup_vs_nt_best"] > 0
+
+
+def test_bench_entk_skips_neural_tangents_with_a_reason(bench, monkeypatch, capsys):
+    monkeypatch.delenv("NTKMONITOR_NT_PYTHON", raising=False)
+    result = bench.main(["--quick", "--workloads", "mlp", "--modes", "trace", "--repeats", "1", "--threads", "1",
+                         "--isolate", "none", "--contenders", "recipe,nt"])  # fmt: skip
+    assert "neural-tangents skipped: no --nt-python" in capsys.readouterr().out
+    assert result["neural_tangents"]["skipped"].startswith("no --nt-python")
+    assert list(result["runs"][0]["contenders"]) == ["recipe"]
