@@ -56,8 +56,13 @@ from . import _inputs
 from ._jacobian import _contract
 from ._problem import KernelMode, KernelProblem, chunks
 
-_EFFICIENCY_PENALTY = 1.5
-"""Weight of the structured method's FLOPs (many medium-sized products and Python overhead)."""
+_EFFICIENCY_PENALTY = 2.5
+"""Weight of the structured method's FLOPs (many medium-sized products, a batched backward, Python overhead).
+
+Calibrated on 2 CPU cores against ``"jacobian"`` with ``benchmarks/bench_entk.py``'s workloads: seconds per
+estimated FLOP were 1.3x (the small ResNet) to 1.9x (the Transformer, whose attention projections fall
+back to Jacobians) higher for ``"structured"`` at a weight of 1.5; at 2.5 ``auto`` picks the faster
+method on the MLP (structured, 300x faster), the ResNet and the Transformer (jacobian, 1.4x and 1.7x)."""
 
 _OVERHEAD = 3e7
 """Fixed FLOP-equivalents of the probe passes and the Python work per call: on tiny problems
@@ -545,7 +550,7 @@ class StructuredMethod:
         With ``m`` examples run (``n1`` when symmetric, else ``n1 + n2``), ``[FP]`` the forward FLOPs
         per example, pairs ``= n1 n2`` (half when symmetric) and ``kk = k`` (``k^2`` in full mode)::
 
-            3e7 + 1.5 * ( m (1 + 2k) [FP]                                  # forward + batched backward
+            3e7 + 2.5 * ( m (1 + 2k) [FP]                                  # forward + batched backward
                     + sum_weights min(pairs * factored, pairs * explicit + m * build)   # _pair_costs
                     + sum_explicit_params 2 pairs kk p )              # biases, norms
             + fallback: (3 [FP] + 500 P_fb) k m + 2 pairs kk P_fb    # vmap(jacrev) on P_fb params

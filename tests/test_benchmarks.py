@@ -97,3 +97,27 @@ def test_bench_entk_skips_neural_tangents_with_a_reason(bench, monkeypatch, caps
     assert "neural-tangents skipped: no --nt-python" in capsys.readouterr().out
     assert result["neural_tangents"]["skipped"].startswith("no --nt-python")
     assert list(result["runs"][0]["contenders"]) == ["recipe"]
+
+
+@pytest.mark.parametrize(
+    ("workload", "expected"),
+    [
+        # measured with this benchmark on 2 CPU cores (1 thread), trace mode:
+        ("mlp", "structured"),  # structured 0.097 s, jacobian 64.7 s, ntk_vp 22.8 s
+        ("resnet", "jacobian"),  # jacobian 4.16 s, structured 7.11 s, ntk_vp 112 s
+        ("transformer", "jacobian"),  # jacobian 0.375 s, structured 0.826 s, ntk_vp 8.15 s
+    ],
+)
+def test_auto_picks_the_method_measured_faster_on_the_benchmark_workloads(bench, workload, expected):
+    from ntkmonitor import kernel
+    from ntkmonitor._functional import FunctionalModel
+    from ntkmonitor._problem import KernelMode, KernelProblem
+
+    config, n, _ = bench.workload_config(workload, False)
+    model = bench.build_model(config).eval()
+    x = bench.make_inputs(config, n)
+    fm = FunctionalModel(model)
+    with fm.measuring():
+        profile = fm.profile(x, n)
+        problem = KernelProblem(fm, x, None, n, n, KernelMode.TRACE, profile, None, budget=1 << 30)
+        assert kernel.resolve_method(problem).value == expected
