@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from ._problem import NTKMethod
 from .errors import InputError, ModelCallError, NTKMonitorError, NTKMonitorWarning
 from .tracker import NTKTracker, predict_from_spectrum
 
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--probe-size", type=int, default=256, help="probe points M (default 256)")
         p.add_argument("--train-size", type=int, help="training-set size n (default: the number of rows of x)")
-        p.add_argument("--method", default="auto", choices=["auto", "jacobian", "ntk_vp"], help="eNTK method")
+        p.add_argument(
+            "--method", default="auto", choices=[m.value for m in NTKMethod], help="eNTK method (default auto)"
+        )
         p.add_argument("--params", action="append", help="parameter names / module prefixes (repeatable)")
         p.add_argument("--ridge", type=float, default=0.0, help="ridge delta of the predictions (default 0)")
         p.add_argument("--top-k", type=int, default=10, help="modes reported per measurement (default 10)")

@@ -278,7 +278,7 @@ class NTKTracker:
         probe: ``(x, y)``: ``M`` held-out inputs (a tensor, tuple or dict batch) and targets ``(M,)`` /
             ``(M, k)`` (floats) or integer class labels ``(M,)`` (one-hot to the output width).
         train_size: ``n``, the number of training examples (for the theory's predictions).
-        method: eNTK method (``"auto"``, ``"jacobian"``, ``"ntk_vp"``).
+        method: eNTK method (``"auto"``, ``"structured"``, ``"jacobian"``, ``"ntk_vp"``).
         params: parameter subset for the kernel and the drift metrics (names / module prefixes).
         chunk_size: eNTK chunk size.
         dtype: eNTK computation dtype (``None``: the parameters', at least float32).

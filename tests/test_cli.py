@@ -132,9 +132,10 @@ def test_audit_writes_nothing_outside_out(workspace):
 
 
 def test_audit_with_full_mode_reports_the_output_block_structure(workspace):
-    assert main(_audit_args("out_full", "--mode", "full")) == 0
+    assert main(_audit_args("out_full", "--mode", "full", "--method", "structured")) == 0
     report = json.loads((workspace / "out_full" / "report.json").read_text())
     assert 0 <= report["full_kernel"]["offdiagonal_fraction"] < 1
+    assert json.dumps(report).count('"kernel_method": "structured"') == 1
 
 
 @pytest.mark.parametrize(
