@@ -32,27 +32,9 @@ import statistics
 import sys
 import time
 
+from _peak_rss import proc_status_kib, reset_peak_rss
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def make_apply_fn(arch: str, config: dict, consts: dict):
@@ -192,8 +174,8 @@ def run(spec: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - optional diagnostics
         xla_memory = {"error": repr(exc)}
 
-    rss_before = _proc_status_kib("VmRSS")
-    hwm_reset = _reset_peak_rss()
+    rss_before = proc_status_kib("VmRSS")
+    hwm_reset = reset_peak_rss()
     start = time.perf_counter()
     kernel = compiled(x, params).block_until_ready()  # warm call (not timed in the statistics)
     warmup_s = time.perf_counter() - start
@@ -203,7 +185,7 @@ def run(spec: dict) -> dict:
         start = time.perf_counter()
         kernel = compiled(x, params).block_until_ready()
         times.append(time.perf_counter() - start)
-    hwm = _proc_status_kib("VmHWM")
+    hwm = proc_status_kib("VmHWM")
     peak_mib = None
     if rss_before is not None and hwm is not None and hwm_reset:
         peak_mib = max(hwm - rss_before, 0) / 1024

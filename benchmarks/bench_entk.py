@@ -102,6 +102,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _peak_rss import proc_status_kib, reset_peak_rss
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
@@ -356,26 +357,6 @@ def _record_auto_choice(record: dict):
         kernel.resolve_method = original
 
 
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _trim_heap() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
@@ -435,8 +416,8 @@ def run_torch_contender(
             base = torch.cuda.memory_allocated(device)
             hwm_ok = True
         else:
-            base = _proc_status_kib("VmRSS")
-            hwm_ok = _reset_peak_rss()
+            base = proc_status_kib("VmRSS")
+            hwm_ok = reset_peak_rss()
         _sync(device)
         start = time.perf_counter()
         if contender == "ntkmonitor:auto":
@@ -458,7 +439,7 @@ def run_torch_contender(
             record["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
             record["peak_method"] = "cuda max_memory_allocated - allocated before"
         else:
-            hwm = _proc_status_kib("VmHWM")
+            hwm = proc_status_kib("VmHWM")
             ok = hwm_ok and hwm is not None and base is not None
             record["peak_mib"] = max(hwm - base, 0) / 1024 if ok else None
             record["peak_method"] = "VmHWM - VmRSS before warm-up" if ok else "unavailable"
