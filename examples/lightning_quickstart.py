@@ -6,9 +6,10 @@ Run:
     tensorboard --logdir ntk_runs                           # then open the printed URL
 
 A student MLP learns a random teacher network (regression, 1 output) on synthetic 16-d data with
-plain SGD. The callback draws a 128-point probe from the validation set, measures the empirical NTK
-on it at a cadence that keeps its overhead under 5 %, and logs drift from the lazy regime and
-predicted vs actual learnability. Try ``--width 64`` for a narrow network that leaves the lazy regime.
+plain SGD. The callback draws a probe from the validation set (256 points, more if the kernel is cheap),
+measures the empirical NTK on it at a cadence that keeps its overhead under 5 %, and logs drift from the
+lazy regime and predicted vs actual learnability, each prediction with its 90 % interval. Try
+``--width 64`` for a narrow network that leaves the lazy regime.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
     args = parser.parse_args(argv)
     width, epochs, n_train = (args.width, args.epochs, 2048) if not args.quick else (64, 2, 256)
 
-    monitor = ntkmonitor.NTKMonitor(probe_size=128, lr="auto", loss="mse")
+    monitor = ntkmonitor.NTKMonitor(lr="auto", loss="mse")
     start = time.perf_counter()
     train(width=width, epochs=epochs, monitor=monitor, out=args.out, n_train=n_train, save_for_audit=True)
     seconds = time.perf_counter() - start
@@ -133,10 +134,16 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
     print(f"  measurements took {measured:.1f} s ({100 * measured / seconds:.1f}% of the run)")
     print(f"  verdict at step {last.step}: {last.verdict} (kernel distance {last.kernel_distance:.3g})")
     print(
-        f"  learnability: actual {last.learnability_actual:.3f}, predicted from the initial kernel "
-        f"{last.learnability_predicted_init:.3f}, from the current kernel {last.learnability_predicted_current:.3f}"
+        f"  learnability on the {monitor.tracker.M}-point probe: actual {last.learnability_actual:.3f}; predicted "
+        f"from the initial kernel {last.learnability_predicted_init:.3f} "
+        f"[{last.learnability_predicted_init_lower:.3f}, {last.learnability_predicted_init_upper:.3f}], "
+        f"from the current kernel {last.learnability_predicted_current:.3f}"
     )
-    print(f"  test MSE on the probe: actual {last.test_mse_actual:.3f}, predicted {last.test_mse_predicted_init:.3f}")
+    print(
+        f"  test MSE on the probe: actual {last.test_mse_actual:.4f}; predicted {last.test_mse_predicted_init:.4f} "
+        f"[{last.test_mse_predicted_init_lower:.4f}, {last.test_mse_predicted_init_upper:.4f}] (90 % interval)"
+    )
+    print(f"  how: {last.prediction_note}")
     print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {Path(args.out).resolve()}")
     print(
         f"Audit the saved checkpoints without training:\n  ntkmonitor audit --model examples/lightning_quickstart.py:"

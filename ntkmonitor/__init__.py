@@ -7,6 +7,8 @@ The public API, by layer (each module is importable on its own too):
 - theory (:mod:`ntkmonitor.theory`): eigenlearning predictions (:func:`solve_kappa`, :func:`predict`,
   :func:`effective_ridge`) and the matching measurements (:func:`learnability`,
   :func:`mode_learnability`, :func:`kernel_regression`, :func:`conservation_check`);
+- predictions at the real training-set size from a finite probe (:mod:`ntkmonitor.estimator`):
+  :class:`ProbeEstimator` -> :class:`ProbePrediction` (with intervals), :class:`SelfCheck`;
 - drift (:mod:`ntkmonitor.drift`): lazy-regime metrics (:func:`kernel_distance`,
   :func:`linearization_error`, ...) and the :func:`verdict`;
 - monitoring (:mod:`ntkmonitor.tracker`): :class:`NTKTracker` -> :class:`Snapshot`, framework-free;
@@ -50,6 +52,7 @@ from .errors import (
     NTKMonitorWarning,
     ParameterSelectionError,
 )
+from .estimator import ProbeEstimator, ProbePrediction, SelfCheck, predict_from_probe
 from .kernel import KernelMode, NTKMethod, empirical_ntk
 from .spectrum import PowerLawFit, Spectrum, eigendecompose
 from .theory import (
@@ -64,6 +67,7 @@ from .theory import (
     mode_learnability,
     predict,
     solve_kappa,
+    weight_distance,
 )
 from .tracker import NTKTracker, Snapshot
 
@@ -91,6 +95,12 @@ __all__ = [
     "kernel_regression",
     "conservation_check",
     "ConservationCheck",
+    "weight_distance",
+    # predictions from a finite probe
+    "ProbeEstimator",
+    "ProbePrediction",
+    "SelfCheck",
+    "predict_from_probe",
     # drift
     "kernel_distance",
     "kernel_velocity",

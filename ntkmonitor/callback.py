@@ -42,10 +42,23 @@ from . import _checks, drift
 from .errors import InputError, NTKMonitorWarning
 from .tracker import NTKTracker, Snapshot, validate_options
 
-__all__ = ["NTKMonitor", "lightning_callback_class", "DEFAULT_PROBE_SIZE", "DEFAULT_MAX_OVERHEAD"]
+__all__ = [
+    "NTKMonitor",
+    "lightning_callback_class",
+    "DEFAULT_PROBE_SIZE",
+    "DEFAULT_MAX_PROBE_SIZE",
+    "DEFAULT_PROBE_SECONDS",
+    "DEFAULT_MAX_OVERHEAD",
+]
 
 DEFAULT_PROBE_SIZE = 256
-"""Probe points drawn when no probe is given."""
+"""Probe points drawn when no probe is given; with ``probe_size="auto"`` (the default), the smallest probe."""
+
+DEFAULT_MAX_PROBE_SIZE = 2048
+"""With ``probe_size="auto"``, the largest probe the callback grows to."""
+
+DEFAULT_PROBE_SECONDS = 0.25
+"""With ``probe_size="auto"``, the estimated wall time of one measurement that the probe may grow to."""
 
 DEFAULT_MAX_OVERHEAD = 0.04
 """With ``every_n_steps=None`` the callback's time (reference, measurements with their logging) is kept within
@@ -98,7 +111,9 @@ class _NTKMonitorLogic:
         self,
         probe: tuple[Any, torch.Tensor] | None = None,
         *,
-        probe_size: int = DEFAULT_PROBE_SIZE,
+        probe_size: int | str = "auto",
+        max_probe_size: int = DEFAULT_MAX_PROBE_SIZE,
+        probe_seconds: float = DEFAULT_PROBE_SECONDS,
         train_size: int | None = None,
         every_n_steps: int | None = None,
         max_overhead: float = DEFAULT_MAX_OVERHEAD,
@@ -123,7 +138,17 @@ class _NTKMonitorLogic:
         super().__init__()
         if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
             raise InputError(f"Expected probe to be None or a pair (x, y), but got {type(probe).__name__}.")
-        probe_size = _checks.positive_int(probe_size, "probe_size")
+        if probe_size != "auto":
+            probe_size = _checks.positive_int(probe_size, "probe_size (or 'auto')")
+            if probe_size < 3:
+                raise InputError(
+                    f"Expected probe_size >= 3 (a probe of fewer points gives no spectrum or prediction), but got "
+                    f"{probe_size}. Use the default 'auto' or a few hundred points."
+                )
+        max_probe_size = _checks.positive_int(max_probe_size, "max_probe_size")
+        if max_probe_size < DEFAULT_PROBE_SIZE:
+            raise InputError(f"Expected max_probe_size >= {DEFAULT_PROBE_SIZE}, but got {max_probe_size}.")
+        probe_seconds = _checks.real_number(probe_seconds, "probe_seconds", strict=True)
         figures_every = _checks.positive_int(figures_every, "figures_every")
         if every_n_steps is not None:
             every_n_steps = _checks.positive_int(every_n_steps, "every_n_steps (or None for the overhead budget)")
@@ -143,6 +168,8 @@ class _NTKMonitorLogic:
             raise InputError(f"Expected batch_to_xy to be callable, but got {type(batch_to_xy).__name__}.")
         self.probe = probe
         self.probe_size = probe_size
+        self.max_probe_size = max_probe_size
+        self.probe_seconds = probe_seconds
         self.train_size = train_size
         self.every_n_steps = every_n_steps
         self.max_overhead = float(max_overhead)
@@ -271,7 +298,7 @@ class _NTKMonitorLogic:
             self.tracker = NTKTracker(network, (state["x"], state["y"]), int(state["train_size"]), **options)
             self.tracker.load_state_dict(state)
             return
-        probe, from_train = self._probe(trainer)
+        probe, from_train, grow = self._probe(trainer)
         train_size = self.train_size or self._infer_train_size(trainer)
         if from_train:
             _rank_zero_warn(
@@ -282,6 +309,10 @@ class _NTKMonitorLogic:
         self.tracker = NTKTracker(network, probe, train_size, **options)
         self._last_step = int(trainer.global_step)
         self._with_grad(self.tracker.warm_up)
+        if grow is not None:
+            size = self._auto_probe_size(grow[1])
+            if size > self.tracker.M:
+                self.tracker = NTKTracker(network, grow[0](size), train_size, **options)
         self._warm_up_end = time.perf_counter()  # the one-time torch.func warm-up is not charged to the budget
         snap = self._with_grad(lambda: self.tracker.reference(step=self._last_step, epoch=int(trainer.current_epoch)))
         self._log(trainer, snap)
@@ -300,10 +331,33 @@ class _NTKMonitorLogic:
         )
         return None
 
-    def _probe(self, trainer: Any) -> tuple[tuple[Any, torch.Tensor], bool]:
+    def _auto_probe_size(self, available: int) -> int:
+        """The largest probe (doubling from the pilot) whose estimated measurement time fits ``probe_seconds``.
+
+        The pilot's kernel time is scaled by ``(M / M0)^2`` and its analysis time (eigendecompositions) by
+        ``(M / M0)^3``.
+        """
+        pilot = self.tracker.M
+        kernel_s, analysis_s = self._with_grad(self.tracker.measurement_cost)
+        size, best = pilot, pilot
+        while size * 2 <= min(self.max_probe_size, available):
+            size *= 2
+            r = size / pilot
+            if kernel_s * r**2 + analysis_s * r**3 > self.probe_seconds:
+                break
+            best = size
+        if best == pilot and available > pilot and self.max_probe_size > pilot:
+            size = min(self.max_probe_size, available)
+            r = size / pilot
+            if kernel_s * r**2 + analysis_s * r**3 <= self.probe_seconds:  # a last partial step (odd sizes)
+                best = size
+        return best
+
+    def _probe(self, trainer: Any) -> tuple[tuple[Any, torch.Tensor], bool, Any]:
+        """``(probe, drawn from training data, grow)``; ``grow`` is ``(draw(M), available)`` for ``"auto"``."""
         if self.probe is not None:
             x, y = self.probe
-            return (x, torch.as_tensor(y)), False
+            return (x, torch.as_tensor(y)), False, None
         dataset, from_train = self._dataset(trainer, "val"), False
         if dataset is None:
             dataset, from_train = self._dataset(trainer, "train"), True
@@ -314,12 +368,20 @@ class _NTKMonitorLogic:
             )
         from torch.utils.data import default_collate
 
-        with _preserve_rng():
-            generator = torch.Generator().manual_seed(self.seed)
-            index = torch.randperm(len(dataset), generator=generator)[: self.probe_size].tolist()
-            batch = default_collate([dataset[i] for i in index])
-        x, y = self.batch_to_xy(batch)
-        return (x, torch.as_tensor(y)), from_train
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(dataset), generator=generator).tolist()
+
+        def draw(size: int) -> tuple[Any, torch.Tensor]:
+            """The first ``size`` items of the private permutation (a larger probe contains a smaller one)."""
+            with _preserve_rng():
+                batch = default_collate([dataset[i] for i in order[:size]])
+            x, y = self.batch_to_xy(batch)
+            return x, torch.as_tensor(y)
+
+        auto = self.probe_size == "auto"
+        size = DEFAULT_PROBE_SIZE if auto else self.probe_size
+        grow = (draw, len(order)) if auto and len(order) > size else None
+        return draw(min(size, len(order))), from_train, grow
 
     @staticmethod
     def _dataset(trainer: Any, which: str) -> Any:
@@ -435,7 +497,13 @@ _DOC = """Lightning callback that monitors training against NTK theory.
 
     Args:
         probe: explicit held-out ``(x, y)``; ``y`` float ``(M,)``/``(M, k)`` or integer labels ``(M,)``.
-        probe_size: points drawn when ``probe`` is None (default 256).
+        probe_size: points drawn when ``probe`` is None: an int, or ``"auto"`` (default): 256 points, grown by
+            doubling (the larger probe contains the smaller) while one measurement is estimated to take at most
+            ``probe_seconds``, up to ``max_probe_size`` and the dataset's size. Larger probes give tighter
+            prediction intervals (``docs/theory.md`` §8).
+        max_probe_size: the largest ``"auto"`` probe (default 2048).
+        probe_seconds: the ``"auto"`` time budget of one measurement (default 0.25 s), estimated from the
+            256-point pilot: kernel time times ``(M/256)^2`` plus analysis time times ``(M/256)^3``.
         train_size: ``n`` for the theory; default ``len(train dataset)``.
         every_n_steps: measure every this many optimizer steps; ``None`` (default) measures whenever the
             callback's time so far (reference, measurements, logging) plus the estimated cost of this

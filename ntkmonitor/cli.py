@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import importlib
 import importlib.util
+import math
 import os
 import pickle
 import platform
@@ -39,7 +40,9 @@ from torch import nn
 from . import __version__
 from ._problem import NTKMethod
 from .errors import InputError, ModelCallError, NTKMonitorError, NTKMonitorWarning
-from .tracker import NTKTracker, predict_from_spectrum
+from .kernel import empirical_ntk
+from .theory import weight_distance
+from .tracker import NTKTracker
 
 __all__ = ["main", "run", "build_parser", "UsageError"]
 
@@ -293,20 +296,25 @@ def _versions() -> dict[str, str]:
 
 
 def _learning_curve(tracker: NTKTracker, args: argparse.Namespace, n_max: int, points: int) -> dict[str, Any]:
+    """The predicted learning curve from ``K0`` (:class:`~ntkmonitor.ProbeEstimator`), with its intervals."""
     grid = {int(round(v)) for v in np.geomspace(1, max(n_max, 2), points)} | {tracker.train_size}
-    curve: dict[str, Any] = {"n": [], "learnability": [], "test_mse": [], "kappa": [], "ridge": args.ridge}
-    notes = []
-    for n in sorted(grid):
-        prediction, note = predict_from_spectrum(tracker.spectrum0, tracker.coefficients0, n, ridge=args.ridge)
-        if note and note not in notes:
-            notes.append(note)
-        if prediction is None:
-            continue
-        curve["n"].append(n)
-        curve["learnability"].append(prediction.learnability)
-        curve["test_mse"].append(prediction.test_mse)
-        curve["kappa"].append(prediction.kappa)
-    curve["note"] = "; ".join(notes)
+    curve: dict[str, Any] = {"ridge": args.ridge, "reach": math.nan}
+    estimator = tracker.estimator0
+    if estimator is None:
+        curve["note"] = f"no prediction: a {tracker.M}-point probe is too small"
+        return curve
+    predictions = [estimator.predict(n, ridge=args.ridge) for n in sorted(grid)]
+    curve["n"] = [p.n for p in predictions]
+    for name in ("learnability", "test_mse"):
+        curve[name] = [getattr(p, name) for p in predictions]
+        curve[f"{name}_lower"] = [getattr(p, f"{name}_interval")[0] for p in predictions]
+        curve[f"{name}_upper"] = [getattr(p, f"{name}_interval")[1] for p in predictions]
+    curve["kappa"] = [p.kappa for p in predictions]
+    curve["regime"] = [p.regime for p in predictions]
+    at_n = estimator.predict(tracker.train_size, ridge=args.ridge)
+    curve["reach"] = at_n.reach
+    curve["at_train_size"] = at_n.to_dict()
+    curve["note"] = at_n.note
     return curve
 
 
@@ -381,13 +389,14 @@ def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
         power_law = None
     full_kernel = None
     if getattr(args, "mode", "trace") == "full":
-        from .kernel import empirical_ntk
-
         if checkpoints:
             _load_state(model, checkpoints[0][1], checkpoints[0][0])
         K = empirical_ntk(model, x_probe, mode="full", method=args.method, params=args.params)
         diagonal = torch.diagonal(K, dim1=2, dim2=3)
         full_kernel = {"offdiagonal_fraction": float((K - torch.diag_embed(diagonal)).norm() / K.norm())}
+    distance = None
+    if args.command == "audit" and len(entries) >= 2:
+        distance = _distance_travelled(args, model, checkpoints, data, tracker, entries)
     n_max = getattr(args, "n_max", None) or 4 * max(train_size, tracker.M)
     curve = _learning_curve(tracker, args, n_max, getattr(args, "n_points", 25))
     last = tracker.history[-1]
@@ -420,9 +429,56 @@ def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "timeline": entries if args.command == "audit" else [],
         "verdict": (last.verdict or None) if args.command == "audit" and len(entries) > 1 else None,
         "learning_curve": curve,
+        "self_check": None if tracker.self_check is None else tracker.self_check.to_dict(),
+        "weight_distance": distance,
         "full_kernel": full_kernel,
         "warnings": result_warnings,
         "_tracker": tracker,
+    }
+
+
+WEIGHT_DISTANCE_MAX_POINTS = 4096
+"""The audit computes the predicted distance travelled on training sets of at most this many points (an
+``n x n`` float64 kernel)."""
+
+
+def _distance_travelled(
+    args: argparse.Namespace,
+    model: nn.Module,
+    checkpoints: list[tuple],
+    data: dict[str, torch.Tensor],
+    tracker: NTKTracker,
+    entries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Predicted ``||w_inf - w_0||`` of the linearized network on the training data vs the measured distances."""
+    x, y = data["x"], data["y"]
+    n = int(x.shape[0])
+    if n > WEIGHT_DISTANCE_MAX_POINTS:
+        return {"note": f"not computed: {n} training points (at most {WEIGHT_DISTANCE_MAX_POINTS})"}
+    _progress(f"distance travelled: kernel on the {n} training points ...")
+    _load_state(model, checkpoints[0][1], checkpoints[0][0])
+    K = empirical_ntk(model, x, method=args.method, params=args.params, dtype=torch.float64)
+    target = NTKTracker(model, (x, y), n, method=args.method, params=args.params).target
+    flags = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            f0 = model(x.to(args.device)).detach().double().cpu().reshape(n, -1)
+    finally:
+        for m, flag in zip(model.modules(), flags, strict=True):
+            m.training = flag
+    predicted = weight_distance(K, target - f0, ridge=args.ridge)
+    norm0 = math.sqrt(sum(float(p.double().pow(2).sum()) for p in tracker.params0.values()))
+    measured = [float(e["snapshot"]["parameter_change"] or 0.0) * norm0 for e in entries]
+    return {
+        "predicted": predicted,
+        "measured": measured,
+        "labels": [e["label"] for e in entries],
+        "n": n,
+        "ridge": args.ridge,
+        "note": "the linearized network trained by gradient descent to convergence on the training data (or, with "
+        "--ridge, to the ridge solution) travels sqrt((y - f0)^T K^-1 (y - f0)); a lazy network trained that long "
+        "travels this far, one stopped early less",
     }
 
 

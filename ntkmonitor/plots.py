@@ -284,6 +284,10 @@ def mode_learnability_figure(snapshot: Any, *, title: str | None = None) -> Figu
         _no_data(ax, "no mode reported")
     else:
         ax.plot(modes, predicted, color=_PRED_INIT, marker=".", linewidth=2, label="predicted (K0)")
+        lower = _vector(snap.mode_learnability_predicted_lower, "mode_learnability_predicted_lower")
+        upper = _vector(snap.mode_learnability_predicted_upper, "mode_learnability_predicted_upper")
+        if lower.size == upper.size == modes.size and np.isfinite(lower).any():
+            ax.fill_between(modes, lower, upper, color=_PRED_INIT, alpha=0.2, linewidth=0, label="interval (90 %)")
         finite = np.isfinite(actual)
         inside = finite & (actual >= low) & (actual <= high)
         ax.plot(
@@ -327,9 +331,9 @@ def mode_learnability_figure(snapshot: Any, *, title: str | None = None) -> Figu
 def learnability_figure(history: Sequence[Any], *, title: str = "Eigenlearning: predicted vs actual") -> Figure:
     r"""Learnability and test MSE over training, actual vs predicted from ``K0`` and from ``Kt`` (two panels).
 
-    Left: ``learnability_actual``, ``learnability_predicted_init`` and ``learnability_predicted_current``.
-    Right: the same for the test MSE on the probe (log scale when every value is positive). ``nan`` values
-    leave gaps.
+    Left: ``learnability_actual``, ``learnability_predicted_init`` and ``learnability_predicted_current``, each
+    prediction with the shaded band of its interval (``..._lower`` to ``..._upper``). Right: the same for the test
+    MSE on the probe (log scale when every value is positive). ``nan`` values leave gaps.
 
     Args:
         history: the :class:`~ntkmonitor.Snapshot` of each measurement, in order (``tracker.history``).
@@ -358,6 +362,11 @@ def learnability_figure(history: Sequence[Any], *, title: str = "Eigenlearning: 
         ]
         for values, label, color, marker, style in series:
             ax.plot(steps, values, color=color, marker=marker, markersize=4, linestyle=style, label=label)
+        for source, color in (("init", _PRED_INIT), ("current", _PRED_CURRENT)):
+            lower = _series(snaps, f"{prefix}_predicted_{source}_lower")
+            upper = _series(snaps, f"{prefix}_predicted_{source}_upper")
+            if np.isfinite(lower).any():
+                ax.fill_between(steps, lower, upper, color=color, alpha=0.15, linewidth=0)
         values = np.concatenate([v for v, *_ in series]) if series else np.zeros(0)
         finite = values[np.isfinite(values)]
         if finite.size == 0:
@@ -523,24 +532,36 @@ def learning_curve_figure(
     test_mse: Any,
     *,
     train_size: int | None = None,
+    learnability_band: tuple[Any, Any] | None = None,
+    test_mse_band: tuple[Any, Any] | None = None,
+    reach: float | None = None,
+    measured: tuple[Any, Any, Any] | None = None,
     title: str = "Predicted learning curve (eigenlearning, from the initial kernel)",
 ) -> Figure:
     r"""The predicted learnability and test MSE as functions of the training-set size ``n`` (two panels).
 
     Left: the target's predicted learnability ``L(f)`` against ``n`` on a log x axis, y from 0 to 1. Right: the
-    predicted test MSE against ``n``, log-log (linear y when no value is positive). A vertical dashed line marks
-    ``train_size``, the size of the actual training set. Points with a non-positive ``n`` cannot be drawn on a
-    log axis and are left out, like ``nan`` (or ``None``) values, which leave gaps.
+    predicted test MSE against ``n``, log-log (linear y when no value is positive). Each prediction is drawn with
+    the shaded band of its interval when the bands are given. A vertical dashed line marks ``train_size``, the
+    size of the actual training set, and a dotted one ``reach``, beyond which the prediction extrapolates.
+    ``measured`` points (e.g. the self-check's kernel regression on the probe) are drawn as markers. Points with
+    a non-positive ``n`` cannot be drawn on a log axis and are left out, like ``nan`` (or ``None``) values,
+    which leave gaps.
 
     Args:
         n: ``(P,)`` training-set sizes, ascending (e.g. ``result["learning_curve"]["n"]``).
         learnability: ``(P,)`` predicted learnability at each ``n``.
         test_mse: ``(P,)`` predicted test MSE at each ``n``.
         train_size: the actual training-set size to mark, or ``None``.
+        learnability_band: ``((P,), (P,))`` lower and upper ends of the learnability intervals, or ``None``.
+        test_mse_band: ``((P,), (P,))`` lower and upper ends of the test-MSE intervals, or ``None``.
+        reach: the largest ``n`` the probe resolves without extrapolation, marked when given.
+        measured: ``(sizes (S,), learnability (S,), test MSE (S,))`` measured points, or ``None``.
         title: the figure title.
 
     Returns:
-        A figure with two axes, one line each (plus the ``train_size`` marker on each).
+        A figure with two axes, one line each (plus the ``train_size`` and ``reach`` markers and the measured
+        points on each, when given), and one legend below both.
 
     Example:
         >>> n = [10, 100, 1000]
@@ -558,15 +579,40 @@ def learning_curve_figure(
         )
     keep = np.isfinite(sizes) & (sizes > 0)
     sizes, learn, mse = sizes[keep], learn[keep], mse[keep]
+    bands = []
+    for band, name in ((learnability_band, "learnability_band"), (test_mse_band, "test_mse_band")):
+        if band is None:
+            bands.append(None)
+            continue
+        lower, upper = (_vector(v, name) for v in band)
+        if not (lower.size == upper.size == keep.size):
+            raise InputError(f"Expected {name} to hold two arrays of {keep.size} values, but got other sizes.")
+        bands.append((lower[keep], upper[keep]))
     mark = train_size is not None and math.isfinite(float(train_size)) and float(train_size) > 0
-    fig, (left, right) = _new_figure(4.0, ncols=2, top=0.75, right=0.15, left=0.95, wspace=0.4)
+    fig, (left, right) = _new_figure(4.6, ncols=2, top=0.75, right=0.15, left=0.95, bottom=1.35, wspace=0.4)
+    points = None if measured is None else tuple(_vector(v, "measured") for v in measured)
+    what = "" if points is not None else "predicted "
     panels = (
-        (left, learn, "predicted learnability L(f)", "learnability", _ACTUAL),
-        (right, _positive(mse), "predicted test MSE", "test MSE", _PRED_INIT),
+        (left, learn, f"{what}learnability L(f)", "learnability", bands[0], 1),
+        (right, _positive(mse), f"{what}test MSE", "test MSE", bands[1], 2),
     )
-    for ax, values, ylabel, panel_title, color in panels:
+    for ax, values, ylabel, panel_title, band, column in panels:
         if sizes.size and _has_data(values):
-            ax.plot(sizes, values, color=color, marker="o", markersize=3, label=ylabel)
+            ax.plot(sizes, values, color=_PRED_INIT, marker="o", markersize=3, label="predicted")
+            if band is not None:
+                ax.fill_between(
+                    sizes, band[0], band[1], color=_PRED_INIT, alpha=0.2, linewidth=0, label="interval (90 %)"
+                )
+            if points is not None and points[0].size:
+                ax.plot(
+                    points[0],
+                    points[column],
+                    linestyle="none",
+                    marker="D",
+                    markersize=6,
+                    color=_ACTUAL,
+                    label="measured (kernel regression on the probe)",
+                )
             ax.set_xscale("log")
             if ax is right:
                 ax.set_yscale("log")
@@ -574,13 +620,23 @@ def learning_curve_figure(
                 ax.axvline(
                     float(train_size), color="0.3", linestyle="--", linewidth=1, label=f"train size n = {train_size}"
                 )
-            ax.legend(fontsize="small", loc="best")
+            if reach is not None and math.isfinite(float(reach)) and float(reach) > 0:
+                ax.axvline(
+                    float(reach),
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=1.2,
+                    label=f"probe resolves n \u2264 {float(reach):.0f}; beyond it the prediction is extrapolated",
+                )
         else:
             _no_data(ax, "no prediction")
         ax.set_xlabel("training-set size n (log scale)")
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(True, which="major", alpha=0.3)
+    handles, labels = left.get_legend_handles_labels()
+    if handles:  # one legend for both panels, below them: it never covers a curve
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize="small", frameon=False)
     _reference_levels(left, (0.0, 1.0))
     left.set_ylim(-0.02, 1.02)
     fig.suptitle(title)

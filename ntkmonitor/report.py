@@ -31,6 +31,7 @@ import html
 import json
 import math
 import os
+import textwrap
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -492,13 +493,45 @@ def _summary(result: dict[str, Any], kind: str, timeline: list[dict[str, Any]]) 
     learn, mse, how = _curve_at(curve, probe.get("train_size"))
     if how:
         approx = " (interpolated on the learning curve)" if how == "interpolated" else ""
-        value = f"{_num(learn, 3)}, test MSE {_num(mse, 3)}{approx}"
+        value = f"{_num(learn, 3)}{_interval(curve, 'learnability', 3)}, test MSE {_num(mse, 3)}"
+        value += f"{_interval(curve, 'test_mse', 3)}{approx}"
     else:
         value = "n/a (the learning curve does not reach the training-set size)"
     if curve.get("note"):
         value += f' <span class="muted">({_e(curve["note"])})</span>'
     rows.append((f"Predicted learnability at n = {_count(probe.get('train_size'))}", value))
+    distance = _dict(result.get("weight_distance"))
+    if distance.get("measured"):
+        rows.append(
+            (
+                "Distance travelled &Vert;&theta;<sub>t</sub> &minus; &theta;<sub>0</sub>&Vert;",
+                f"predicted {_num(distance.get('predicted'), 3)} (linearized network trained to convergence on the "
+                f"{_count(distance.get('n'))} training points) vs measured {_num(_list(distance['measured'])[-1], 3)} "
+                f"at the last checkpoint <span class='muted'>(a lazy network travels the predicted distance)</span>",
+            )
+        )
+    elif distance.get("note"):
+        rows.append(("Distance travelled", _e(distance["note"])))
+    check = _dict(result.get("self_check"))
+    if check:
+        rows.append(
+            (
+                "Theory self-check on the probe",
+                f"kernel regression on random subsets of the probe (m = "
+                f"{', '.join(_count(m) for m in _list(check.get('sizes')))}) vs the prediction: learnability gap "
+                f"{_num(check.get('learnability_gap'), 3)}, test-MSE ratio {_num(check.get('mse_ratio'), 3)}, "
+                f"{_num(100 * _float(check.get('coverage')), 3)} % of sizes inside the interval",
+            )
+        )
     return _section("summary", "Summary", _table(rows))
+
+
+def _interval(curve: dict[str, Any], name: str, digits: int) -> str:
+    """`` [lower, upper]`` of the prediction at the training-set size, from ``curve["at_train_size"]``, or ``""``."""
+    bounds = _list(_dict(curve.get("at_train_size")).get(f"{name}_interval"))
+    if len(bounds) != 2:
+        return ""
+    return f" [{_num(bounds[0], digits)}, {_num(bounds[1], digits)}]"
 
 
 def _warnings(result: dict[str, Any], problems: list[str]) -> str:
@@ -542,21 +575,57 @@ def _figures(result: dict[str, Any], kind: str, timeline: list[dict[str, Any]], 
         note = f" {_e(curve['note'])}" if curve.get("note") else ""
         caption = (
             "What kernel regression with the reference kernel is predicted to reach with n training examples "
-            f"(eigenlearning theory, ridge {_num(curve.get('ridge', _dict(result.get('options')).get('ridge')))}); "
-            f"the dashed line marks the actual training-set size.{note}"
+            f"(eigenlearning theory, ridge {_num(curve.get('ridge', _dict(result.get('options')).get('ridge')))}), "
+            "estimated from the probe with its 90 % interval (shaded). The dashed line marks the actual training-set "
+            "size; left of the dotted line the probe resolves the prediction directly, right of it the probe's power "
+            f"laws are continued and the interval widens.{note}"
         )
+        bands = {
+            f"{name}_band": (curve[f"{name}_lower"], curve[f"{name}_upper"])
+            for name in ("learnability", "test_mse")
+            if curve.get(f"{name}_lower") is not None and curve.get(f"{name}_upper") is not None
+        }
+        reach = _float(curve.get("reach"))
         parts.append(
             _figure(
                 "Predicted learning curve",
                 caption,
                 lambda: plots.learning_curve_figure(
-                    curve.get("n"), curve.get("learnability"), curve.get("test_mse"), train_size=probe.get("train_size")
+                    curve.get("n"),
+                    curve.get("learnability"),
+                    curve.get("test_mse"),
+                    train_size=probe.get("train_size"),
+                    reach=reach if math.isfinite(reach) else None,
+                    **bands,
                 ),
                 problems,
             )
         )
     else:
         parts.append('<p class="note">No learning curve in the result: its figure is left out.</p>')
+
+    check = _dict(result.get("self_check"))
+    if _list(check.get("sizes")):
+        parts.append(
+            _figure(
+                "Theory self-check: kernel regression on the probe itself",
+                "Kernel regression with the reference kernel on random subsets of m probe points, tested on the "
+                "other probe points (diamonds: measured), against the prediction for m training points (line, with "
+                "its 90 % interval). Where the two disagree, the theory (or its estimate from this probe) cannot be "
+                f"trusted at the real n either. Learnability gap {_num(check.get('learnability_gap'), 3)}, "
+                f"test-MSE ratio {_num(check.get('mse_ratio'), 3)}.",
+                lambda: plots.learning_curve_figure(
+                    check.get("sizes"),
+                    check.get("predicted_learnability"),
+                    check.get("predicted_test_mse"),
+                    learnability_band=(check.get("learnability_lower"), check.get("learnability_upper")),
+                    test_mse_band=(check.get("test_mse_lower"), check.get("test_mse_upper")),
+                    measured=(check.get("sizes"), check.get("measured_learnability"), check.get("measured_test_mse")),
+                    title="Theory self-check: measured on the probe vs predicted",
+                ),
+                problems,
+            )
+        )
 
     if kind != "predict" and timeline:
         last = timeline[-1]
@@ -900,8 +969,20 @@ def format_summary(result: Mapping[str, Any]) -> str:
     if how:
         approx = " (interpolated)" if how == "interpolated" else ""
         lines.append(
-            f"  predicted learnability at n = {_count(probe.get('train_size'))}: {_num(learn, 3)}, "
-            f"test MSE {_num(mse, 3)}{approx}"
+            f"  predicted at n = {_count(probe.get('train_size'))}: learnability {_num(learn, 3)}"
+            f"{_interval(curve, 'learnability', 3)}, test MSE {_num(mse, 3)}{_interval(curve, 'test_mse', 3)}{approx}"
+        )
+    distance = _dict(data.get("weight_distance"))
+    if distance.get("measured"):
+        lines.append(
+            f"  distance  |theta - theta0| predicted {_num(distance.get('predicted'), 3)} (linearized, to convergence) "
+            f"vs measured {_num(_list(distance['measured'])[-1], 3)}"
+        )
+    check = _dict(data.get("self_check"))
+    if check:
+        lines.append(
+            f"  self-check on the probe: learnability gap {_num(check.get('learnability_gap'), 3)}, "
+            f"test-MSE ratio {_num(check.get('mse_ratio'), 3)}"
         )
     if len(timeline) >= 2:
         snap = timeline[-1]["snapshot"]
@@ -914,7 +995,8 @@ def format_summary(result: Mapping[str, Any]) -> str:
     if isinstance(full, Mapping):
         lines.append(f"  full kernel: off-diagonal share {_num(full.get('offdiagonal_fraction'), 3)}")
     notes = [curve.get("note")] + [entry["snapshot"].get("prediction_note") for entry in timeline]
-    lines += [f"  note      {note}" for note in dict.fromkeys(str(n) for n in notes if n)]
+    for note in dict.fromkeys(str(n) for n in notes if n):  # wrapped, not cut: the note is the explanation
+        lines += textwrap.wrap(note, SUMMARY_WIDTH, initial_indent="  note      ", subsequent_indent=" " * 12)
 
     if timeline:
         lines.append("")

@@ -12,8 +12,10 @@ Tags (see ``docs/callback.md`` for the meaning and formula of every key):
   the per-mode keys ``ntk/mode_NN/learnability_{predicted,actual}`` (:data:`~ntkmonitor.tracker.MODE_KEY`) and
   the per-parameter keys ``ntk/params/<name>/relative_change``. Undefined (``nan``) values are not written.
 - **Custom scalars** (the "Custom Scalars" dashboard, category :data:`LAYOUT_CATEGORY` ``"ntkmonitor"``): one
-  overlaid chart each for :data:`LEARNABILITY_CHART`, :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART` and, per
-  reported mode ``i``, ``"mode i: predicted vs actual"`` (:data:`MODE_CHART`). Registered once per writer.
+  overlaid chart each for :data:`LEARNABILITY_CHART`, :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART`; a "Margin"
+  chart (the prediction drawn as a band between the ends of its interval) for each of :data:`MARGIN_CHARTS`;
+  and, per reported mode ``i``, ``"mode i: predicted vs actual"`` (:data:`MODE_CHART`, the predicted value, the
+  ends of its interval and the actual value). Registered once per writer.
 - **Histogram** :data:`HISTOGRAM_TAG` ``"ntk/spectrum/log10_eigenvalues"``: ``log10`` of the positive operator
   eigenvalues of the current kernel, one histogram per measurement.
 - **Images** under ``"ntk/figures/..."`` (:data:`FIGURE_TAGS`): the spectrum with the target's power per mode
@@ -65,6 +67,7 @@ __all__ = [
     "TEST_MSE_CHART",
     "DRIFT_CHART",
     "MODE_CHART",
+    "MARGIN_CHARTS",
     "HISTOGRAM_TAG",
     "SUMMARY_TAG",
     "SPECTRUM_FIGURE_TAG",
@@ -88,7 +91,19 @@ DRIFT_CHART = "drift"
 """Chart overlaying ``ntk/drift/{kernel_distance,relative_kernel_change,parameter_change,linearization_error}``."""
 
 MODE_CHART = "mode {index}: predicted vs actual"
-"""Chart title per reported mode ``index`` (0-based), overlaying the two :data:`~ntkmonitor.tracker.MODE_KEY` keys."""
+"""Chart title per reported mode ``index`` (0-based), overlaying the :data:`~ntkmonitor.tracker.MODE_KEY` keys
+(predicted, actual, and the ends of the predicted interval)."""
+
+MARGIN_CHARTS: dict[str, tuple[str, str, str]] = {
+    f"{quantity} predicted from {source}, with its interval": (
+        f"ntk/{key}/predicted_{suffix}",
+        f"ntk/{key}/predicted_{suffix}_lower",
+        f"ntk/{key}/predicted_{suffix}_upper",
+    )
+    for quantity, key in (("learnability", "learnability"), ("test MSE", "test_mse"))
+    for source, suffix in (("K0", "init"), ("Kt", "current"))
+}
+""""Margin" charts: title -> ``(value, lower, upper)`` tags; TensorBoard draws the band between the ends."""
 
 HISTOGRAM_TAG = "ntk/spectrum/log10_eigenvalues"
 """Histogram of ``log10(lambda_i)`` over the positive operator eigenvalues of the measured kernel."""
@@ -162,29 +177,35 @@ def custom_scalars_layout(mode_indices: Sequence[int] = ()) -> dict[str, dict[st
     r"""The custom-scalars layout that overlays each prediction with its measurement in one chart.
 
     One category :data:`LAYOUT_CATEGORY` with "Multiline" charts: :data:`LEARNABILITY_CHART`,
-    :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART`, then ``"mode i: predicted vs actual"`` per mode. The chart
-    tags are regexes (TensorBoard's format), anchored ``^...$`` so each matches exactly one scalar key.
+    :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART`; the "Margin" charts of :data:`MARGIN_CHARTS` (a prediction and
+    the band of its interval); then ``"mode i: predicted vs actual"`` per mode. Multiline tags are regexes
+    (TensorBoard's format), anchored ``^...$`` so each matches exactly one scalar key; Margin tags are exact.
 
     Args:
         mode_indices: the reported modes (``snapshot.mode_indices``, 0-based).
 
     Returns:
-        ``{category: {chart title: ["Multiline", [tag regex, ...]]}}`` for ``SummaryWriter.add_custom_scalars``.
+        ``{category: {chart title: ["Multiline", [tag regex, ...]] or ["Margin", [value, lower, upper]]}}`` for
+        ``SummaryWriter.add_custom_scalars``.
 
     Example:
         >>> layout = custom_scalars_layout([0, 1])
         >>> list(layout["ntkmonitor"])[-1]
         'mode 1: predicted vs actual'
-        >>> layout["ntkmonitor"]["mode 1: predicted vs actual"]
-        ['Multiline', ['^ntk/mode_01/learnability_predicted$', '^ntk/mode_01/learnability_actual$']]
+        >>> layout["ntkmonitor"]["mode 1: predicted vs actual"][1][:2]
+        ['^ntk/mode_01/learnability_predicted$', '^ntk/mode_01/learnability_actual$']
+        >>> layout["ntkmonitor"]["learnability predicted from K0, with its interval"][0]
+        'Margin'
     """
     charts: dict[str, list[Any]] = {
         LEARNABILITY_CHART: ["Multiline", [_regex(k) for k in _LEARNABILITY_KEYS]],
         TEST_MSE_CHART: ["Multiline", [_regex(k) for k in _TEST_MSE_KEYS]],
         DRIFT_CHART: ["Multiline", [_regex(k) for k in _DRIFT_KEYS]],
+        **{title: ["Margin", list(tags)] for title, tags in MARGIN_CHARTS.items()},
     }
     for index in mode_indices:
-        keys = [MODE_KEY.format(index=int(index), kind=kind) for kind in ("predicted", "actual")]
+        kinds = ("predicted", "actual", "predicted_lower", "predicted_upper")
+        keys = [MODE_KEY.format(index=int(index), kind=kind) for kind in kinds]
         charts[MODE_CHART.format(index=int(index))] = ["Multiline", [_regex(k) for k in keys]]
     return {LAYOUT_CATEGORY: charts}
 
@@ -385,6 +406,12 @@ def _fmt(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.4g}"
 
 
+def _with_interval(value: float, lower: float, upper: float) -> str:
+    if not (math.isfinite(lower) and math.isfinite(upper)):
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(lower)}, {_fmt(upper)}]"
+
+
 def text_summary(snapshot: Snapshot) -> str:
     r"""The markdown that :func:`log_text_summary` writes.
 
@@ -405,13 +432,35 @@ def text_summary(snapshot: Snapshot) -> str:
         ("linearization error", _fmt(s.linearization_error)),
         ("relative parameter change", _fmt(s.parameter_change)),
         ("learnability: actual", _fmt(s.learnability_actual)),
-        ("learnability: predicted from K0", _fmt(s.learnability_predicted_init)),
-        ("learnability: predicted from Kt", _fmt(s.learnability_predicted_current)),
+        (
+            "learnability: predicted from K0",
+            _with_interval(s.learnability_predicted_init, s.learnability_predicted_init_lower,
+                           s.learnability_predicted_init_upper),
+        ),
+        (
+            "learnability: predicted from Kt",
+            _with_interval(s.learnability_predicted_current, s.learnability_predicted_current_lower,
+                           s.learnability_predicted_current_upper),
+        ),
         ("test MSE: actual", _fmt(s.test_mse_actual)),
-        ("test MSE: predicted from K0", _fmt(s.test_mse_predicted_init)),
-        ("test MSE: predicted from Kt", _fmt(s.test_mse_predicted_current)),
+        (
+            "test MSE: predicted from K0",
+            _with_interval(s.test_mse_predicted_init, s.test_mse_predicted_init_lower, s.test_mse_predicted_init_upper),
+        ),
+        (
+            "test MSE: predicted from Kt",
+            _with_interval(s.test_mse_predicted_current, s.test_mse_predicted_current_lower,
+                           s.test_mse_predicted_current_upper),
+        ),
         ("ridge of the prediction", _fmt(s.ridge)),
     ]
+    if math.isfinite(s.self_check_learnability_gap):
+        rows.append(
+            (
+                "self-check on the probe: learnability gap, MSE ratio",
+                f"{_fmt(s.self_check_learnability_gap)}, {_fmt(s.self_check_mse_ratio)}x",
+            )
+        )
     lines = [f"**Step {s.step}{epoch}: {s.verdict or 'no verdict'}**", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     if s.prediction_note:

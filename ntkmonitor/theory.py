@@ -51,6 +51,7 @@ __all__ = [
     "kernel_regression",
     "conservation_check",
     "ConservationCheck",
+    "weight_distance",
 ]
 
 
@@ -759,3 +760,44 @@ def conservation_check(K: torch.Tensor, train_idx: Any, *, ridge: float = 0.0) -
         mode_learnability=per_mode,
         eigenvalues=(mu / M).clamp_min(0.0),
     )
+
+
+def weight_distance(K_train: torch.Tensor, residual: torch.Tensor, *, ridge: float = 0.0) -> float:
+    r"""Distance gradient descent travels in the linearized network: ``||w_inf - w_0|| = sqrt(r^T K^{-1} r)``.
+
+    For the model linearized at ``w_0``, ``f(x) = f_0(x) + J(x) (w - w_0)``, trained by gradient descent (or flow)
+    from ``w_0`` on the squared loss over the training set ``D`` until it interpolates, the weights converge to
+    the minimum-norm solution ``w_inf - w_0 = J^T (J J^T)^{-1} r`` with the residual ``r = y - f_0`` on ``D``, so
+
+    .. math::
+
+        \lVert w_\infty - w_0 \rVert = \sqrt{r^\top K_{DD}^{-1} r}, \qquad K_{DD} = J J^\top
+
+    (Arora et al. 2019, https://arxiv.org/abs/1901.08584, and the NTK lecture notes among the project's background
+    texts). Compared with the measured ``||theta_t - theta_0||`` it is a sharp test of laziness: a network in the
+    kernel regime travels exactly this far. With ``ridge`` it is ``sqrt(r^T (K + delta I)^{-1} K (K + delta
+    I)^{-1} r)``, the distance of ridge regression's solution. A multi-output residual ``(n, k)`` uses the
+    trace-mode kernel for every output (``K_full ~ K_trace (x) I_k``, exact for one output).
+
+    Args:
+        K_train: ``(n, n)`` kernel on the training set at ``w_0`` (trace mode; the same parameters as the distance).
+        residual: ``(n,)`` or ``(n, k)`` targets minus the outputs at ``w_0``.
+        ridge: ``delta >= 0``.
+
+    Returns:
+        The distance, a Python float.
+
+    Example:
+        >>> phi = torch.randn(5, 8, dtype=torch.float64)  # a linear model w -> phi w: J = phi
+        >>> r = torch.randn(5, dtype=torch.float64)
+        >>> step = torch.linalg.pinv(phi) @ r  # the minimum-norm solution of phi (w - w0) = r
+        >>> round(weight_distance(phi @ phi.T, r) / float(step.norm()), 8)
+        1.0
+    """
+    K, _ = _checks.symmetric_matrix(K_train, "K_train")
+    n = K.shape[0]
+    r, _ = _checks.targets(residual, n, "residual", what="training point")
+    ridge = _checks.real_number(ridge, "ridge")
+    A = K + ridge * torch.eye(n, dtype=K.dtype, device=K.device)
+    alpha = _solve_psd(A, r.to(K.device))  # (n, k): the dual coefficients, w - w0 = J^T alpha
+    return math.sqrt(max(float((alpha * (K @ alpha)).sum()), 0.0))

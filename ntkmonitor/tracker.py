@@ -16,9 +16,12 @@ Conventions (see ``docs/theory.md``):
 - per-mode quantities use the **reference** eigenbasis (fixed for the run), top ``top_k`` modes by
   eigenvalue;
 - the prediction's ridge: ``ridge`` if given; else, with ``lr`` given, the finite-time heuristic
-  :func:`~ntkmonitor.theory.effective_ridge` ``(n, lr, step)``; else ``0`` (trained to convergence). The
-  probe's spectrum is extended by a fitted power-law tail (:func:`predict_from_spectrum`), and
-  ``Snapshot.prediction_note`` says how the prediction was obtained.
+  :func:`~ntkmonitor.theory.effective_ridge` ``(n, lr, step)``; else ``0`` (trained to convergence);
+- predictions at the real training-set size ``n`` come from :class:`~ntkmonitor.ProbeEstimator` (the one
+  policy of the tracker, the callback and the CLI), each with an interval; ``Snapshot.prediction_note``
+  says how the prediction was obtained and when the probe is too small for a tight interval;
+- at the reference, :meth:`~ntkmonitor.ProbeEstimator.self_check` holds the theory against kernel
+  regression on the probe itself (:attr:`NTKTracker.self_check`).
 
 Example:
     >>> _ = torch.manual_seed(0)
@@ -46,6 +49,7 @@ from torch import nn
 from . import _checks, _inputs, drift, theory
 from ._functional import FunctionalModel, OutputFn
 from .errors import InputError, NoSolutionError
+from .estimator import RESAMPLES, ProbeEstimator, ProbePrediction, SelfCheck
 from .kernel import empirical_ntk
 from .spectrum import Spectrum, eigendecompose
 
@@ -67,10 +71,22 @@ SCALAR_KEYS: dict[str, str] = {
     "ntk/learnability/actual": "learnability_actual",
     "ntk/learnability/predicted_init": "learnability_predicted_init",
     "ntk/learnability/predicted_current": "learnability_predicted_current",
+    "ntk/learnability/predicted_init_lower": "learnability_predicted_init_lower",
+    "ntk/learnability/predicted_init_upper": "learnability_predicted_init_upper",
+    "ntk/learnability/predicted_current_lower": "learnability_predicted_current_lower",
+    "ntk/learnability/predicted_current_upper": "learnability_predicted_current_upper",
     "ntk/test_mse/actual": "test_mse_actual",
     "ntk/test_mse/predicted_init": "test_mse_predicted_init",
     "ntk/test_mse/predicted_current": "test_mse_predicted_current",
+    "ntk/test_mse/predicted_init_lower": "test_mse_predicted_init_lower",
+    "ntk/test_mse/predicted_init_upper": "test_mse_predicted_init_upper",
+    "ntk/test_mse/predicted_current_lower": "test_mse_predicted_current_lower",
+    "ntk/test_mse/predicted_current_upper": "test_mse_predicted_current_upper",
     "ntk/theory/ridge": "ridge",
+    "ntk/theory/complexity_init": "complexity_init",
+    "ntk/theory/probe_reach": "prediction_reach",
+    "ntk/self_check/learnability_gap": "self_check_learnability_gap",
+    "ntk/self_check/mse_ratio": "self_check_mse_ratio",
     "ntk/theory/kappa_init": "kappa_init",
     "ntk/theory/kappa_current": "kappa_current",
     "ntk/spectrum/top_eigenvalue": "top_eigenvalue",
@@ -84,7 +100,11 @@ SCALAR_KEYS: dict[str, str] = {
 Per-mode keys follow :data:`MODE_KEY`, per-parameter keys ``ntk/params/<name>/relative_change``."""
 
 MODE_KEY = "ntk/mode_{index:02d}/learnability_{kind}"
-"""Per-mode key; ``index`` is the 0-based mode of the reference kernel, ``kind`` ``predicted`` or ``actual``."""
+"""Per-mode key; ``index`` is the 0-based mode of the reference kernel, ``kind`` ``predicted``, ``actual``,
+``predicted_lower`` or ``predicted_upper``."""
+
+SELF_CHECK_SPLITS = 4
+"""Random splits per size of the tracker's self-check at the reference."""
 
 _VERDICT_CODES = {"lazy": 0.0, "drifting": 1.0, "feature-learning": 2.0}
 
@@ -141,17 +161,39 @@ class Snapshot:
         learnability_actual: ``<y, f_hat> / <y, y>``.
         learnability_predicted_init: eigenlearning prediction from ``K0``.
         learnability_predicted_current: eigenlearning prediction from ``Kt``.
+        learnability_predicted_init_lower: lower end of its interval (:class:`~ntkmonitor.ProbePrediction`);
+            ``..._upper``, and the same pairs for ``..._current`` and the test MSEs, likewise.
+        learnability_predicted_init_upper: upper end.
+        learnability_predicted_current_lower: lower end of the interval of the prediction from ``Kt``.
+        learnability_predicted_current_upper: upper end.
         test_mse_actual: ``mean (f_hat - y)^2`` over probe points and outputs.
         test_mse_predicted_init: predicted test MSE from ``K0``.
         test_mse_predicted_current: predicted test MSE from ``Kt``.
+        test_mse_predicted_init_lower: lower end of its interval.
+        test_mse_predicted_init_upper: upper end.
+        test_mse_predicted_current_lower: lower end of the interval of the prediction from ``Kt``.
+        test_mse_predicted_current_upper: upper end.
         kappa_init: ``kappa`` of the prediction from ``K0``.
         kappa_current: ``kappa`` of the prediction from ``Kt``.
+        complexity_init: ``sqrt(2 y^T K_DD^{-1} y / n)`` predicted from ``K0`` at ``n`` (Arora et al. 2019).
+        complexity_init_lower: lower end of its interval.
+        complexity_init_upper: upper end.
+        prediction_regime: ``"resolved"``, ``"extrapolated"`` or ``"finite-rank"`` (see
+            :class:`~ntkmonitor.ProbePrediction`), of the prediction from ``K0``.
+        prediction_reach: the largest ``n`` the probe resolves without extrapolation.
+        suggested_probe_size: when the interval is wide, a probe size that would make it tight; else 0.
+        self_check_learnability_gap: at the reference, mean ``|predicted - measured|`` learnability of kernel
+            regression on the probe itself (:class:`~ntkmonitor.SelfCheck`); ``nan`` elsewhere.
+        self_check_mse_ratio: at the reference, geometric mean of predicted / measured test MSE there.
         mode_indices: the reported modes (0-based, reference eigenbasis).
         mode_learnability_predicted: ``lambda_i / (lambda_i + kappa)`` from ``K0``, per reported mode.
+        mode_learnability_predicted_lower: lower ends of their intervals.
+        mode_learnability_predicted_upper: upper ends.
         mode_learnability_actual: ``v_hat_i / v_i`` per reported mode (``nan`` where the target has
             negligible power in the mode).
         target_power: ``v_i^2`` (summed over outputs) of the target per reported mode.
-        prediction_note: empty, or how the prediction was obtained (tail extrapolation, no solution).
+        prediction_note: how the prediction was obtained, in plain words (resolved or extrapolated, and the
+            probe size that would make a wide interval tight).
 
     Example:
         >>> snap = Snapshot(step=3)
@@ -182,10 +224,28 @@ class Snapshot:
     test_mse_actual: float = math.nan
     test_mse_predicted_init: float = math.nan
     test_mse_predicted_current: float = math.nan
+    learnability_predicted_init_lower: float = math.nan
+    learnability_predicted_init_upper: float = math.nan
+    learnability_predicted_current_lower: float = math.nan
+    learnability_predicted_current_upper: float = math.nan
+    test_mse_predicted_init_lower: float = math.nan
+    test_mse_predicted_init_upper: float = math.nan
+    test_mse_predicted_current_lower: float = math.nan
+    test_mse_predicted_current_upper: float = math.nan
     kappa_init: float = math.nan
     kappa_current: float = math.nan
+    complexity_init: float = math.nan
+    complexity_init_lower: float = math.nan
+    complexity_init_upper: float = math.nan
+    prediction_regime: str = ""
+    prediction_reach: float = math.nan
+    suggested_probe_size: int = 0
+    self_check_learnability_gap: float = math.nan
+    self_check_mse_ratio: float = math.nan
     mode_indices: list[int] = field(default_factory=list)
     mode_learnability_predicted: list[float] = field(default_factory=list)
+    mode_learnability_predicted_lower: list[float] = field(default_factory=list)
+    mode_learnability_predicted_upper: list[float] = field(default_factory=list)
     mode_learnability_actual: list[float] = field(default_factory=list)
     target_power: list[float] = field(default_factory=list)
     prediction_note: str = ""
@@ -212,6 +272,8 @@ class Snapshot:
         values["epoch"] = data.get("epoch")
         values["verdict"] = data.get("verdict") or ""
         values["prediction_note"] = data.get("prediction_note") or ""
+        values["prediction_regime"] = data.get("prediction_regime") or ""
+        values["suggested_probe_size"] = int(data.get("suggested_probe_size") or 0)
         values["mode_indices"] = list(data.get("mode_indices") or [])
         return cls(**values)
 
@@ -220,9 +282,16 @@ class Snapshot:
         out: dict[str, float] = {}
         for key, attr in SCALAR_KEYS.items():
             out[key] = float(getattr(self, attr))
+        per_mode = (
+            ("predicted", self.mode_learnability_predicted),
+            ("actual", self.mode_learnability_actual),
+            ("predicted_lower", self.mode_learnability_predicted_lower),
+            ("predicted_upper", self.mode_learnability_predicted_upper),
+        )
         for i, index in enumerate(self.mode_indices):
-            out[MODE_KEY.format(index=index, kind="predicted")] = float(self.mode_learnability_predicted[i])
-            out[MODE_KEY.format(index=index, kind="actual")] = float(self.mode_learnability_actual[i])
+            for kind, values in per_mode:
+                if i < len(values):
+                    out[MODE_KEY.format(index=index, kind=kind)] = float(values[i])
         for name, value in self.parameter_change_per_tensor.items():
             out[f"ntk/params/{name}/relative_change"] = float(value)
         return {k: v for k, v in out.items() if math.isfinite(v)}
@@ -236,6 +305,7 @@ def validate_options(
     loss: str = "half_mse",
     noise: float = 0.0,
     thresholds: drift.DriftThresholds | None = None,
+    resamples: int = RESAMPLES,
 ) -> None:
     """Check the analysis options of :class:`NTKTracker` (shared with the callback, which checks them early).
 
@@ -246,6 +316,7 @@ def validate_options(
         loss: ``"half_mse"`` or ``"mse"``.
         noise: a number ``>= 0``.
         thresholds: ``None`` or a :class:`~ntkmonitor.DriftThresholds`.
+        resamples: int ``>= 0``, sub-probes of the prediction intervals.
 
     Raises:
         InputError: naming the option, what was expected and what was received.
@@ -268,6 +339,8 @@ def validate_options(
         raise InputError(f"Expected noise to be a variance >= 0, but got {noise!r}.")
     if thresholds is not None and not isinstance(thresholds, drift.DriftThresholds):
         raise InputError(f"Expected thresholds to be a DriftThresholds, but got {type(thresholds).__name__}.")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
+        raise InputError(f"Expected resamples to be an int >= 0 (sub-probes of the intervals), but got {resamples!r}.")
 
 
 class NTKTracker:
@@ -290,6 +363,8 @@ class NTKTracker:
         loss: ``"half_mse"`` or ``"mse"``, the normalization of the training loss for ``lr``.
         noise: target-noise variance ``eps^2`` for the predicted test MSE.
         thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
+        resamples: sub-probes for the prediction intervals (:class:`~ntkmonitor.ProbeEstimator`; 0 for the
+            tail-model spread only, which is cheaper on large probes).
         storage_device: where references (``K0``, ``theta_0``, ``f0``, the probe) are kept; default CPU.
 
     Attributes:
@@ -297,7 +372,10 @@ class NTKTracker:
         target: ``(M, k)`` float64 regression target on the probe.
         K0: ``(M, M)`` reference kernel; ``spectrum0`` its :class:`~ntkmonitor.Spectrum`;
             ``coefficients0`` ``(M, k)`` the target's coefficients in that eigenbasis; ``f0`` ``(M, k)``
-            the outputs at the reference; ``params0`` the reference parameters.
+            the outputs at the reference; ``params0`` the reference parameters; ``estimator0`` the
+            :class:`~ntkmonitor.ProbeEstimator` of ``(K0, target)``.
+        self_check: the :class:`~ntkmonitor.SelfCheck` of ``estimator0`` (kernel regression on the probe
+            itself against the prediction), ``None`` before the reference.
         last_spectrum: the :class:`~ntkmonitor.Spectrum` of the latest measurement's kernel.
 
     Example:
@@ -328,6 +406,7 @@ class NTKTracker:
         loss: str = "half_mse",
         noise: float = 0.0,
         thresholds: drift.DriftThresholds | None = None,
+        resamples: int = RESAMPLES,
         storage_device: torch.device | str = "cpu",
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -338,7 +417,9 @@ class NTKTracker:
                 f"{f' of length {len(probe)}' if isinstance(probe, (tuple, list)) else ''}."
             )
         train_size = _checks.positive_int(train_size, "train_size (the training-set size n)")
-        validate_options(top_k=top_k, ridge=ridge, lr=lr, loss=loss, noise=noise, thresholds=thresholds)
+        validate_options(
+            top_k=top_k, ridge=ridge, lr=lr, loss=loss, noise=noise, thresholds=thresholds, resamples=resamples
+        )
         self.model = model
         self.train_size = train_size
         self.kernel_options = {
@@ -354,6 +435,7 @@ class NTKTracker:
         self.loss = loss
         self.noise = float(noise)
         self.thresholds = thresholds if thresholds is not None else drift.DriftThresholds()
+        self.resamples = resamples
         self.storage_device = torch.device(storage_device)
         self.history: list[Snapshot] = []
         self._set_probe(*probe)
@@ -406,6 +488,8 @@ class NTKTracker:
         self.f0: torch.Tensor | None = None
         self.params0: dict[str, torch.Tensor] | None = None
         self.coefficients0: torch.Tensor | None = None
+        self.estimator0: ProbeEstimator | None = None
+        self.self_check: SelfCheck | None = None
         self._K_prev: torch.Tensor | None = None
         self._step_prev: int | None = None
         self.last_spectrum: Spectrum | None = None
@@ -459,6 +543,31 @@ class NTKTracker:
             self.model, params, params, two, output_fn=o["output_fn"], params=list(params), dtype=o["dtype"]
         )
 
+    def measurement_cost(self) -> tuple[float, float]:
+        """Time one kernel on the probe and one analysis of it (spectrum and prediction intervals).
+
+        Used to size a probe to a time budget (``NTKMonitor(probe_size="auto")``): the kernel grows like
+        ``M^2`` and the analysis, eigendecompositions, like ``M^3``. Changes nothing.
+
+        Returns:
+            ``(kernel_seconds, analysis_seconds)`` on this probe.
+
+        Example:
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+            >>> x = torch.randn(20, 3)
+            >>> kernel_s, analysis_s = NTKTracker(model, (x, x[:, 0]), train_size=50).measurement_cost()
+            >>> kernel_s > 0 and analysis_s > 0
+            True
+        """
+        start = time.perf_counter()
+        K = self._kernel()
+        middle = time.perf_counter()
+        spectrum = eigendecompose(K)
+        estimator = self._estimator(K, spectrum)
+        if estimator is not None:
+            estimator.predict(self.train_size)
+        return middle - start, time.perf_counter() - middle
+
     def reference(self, step: int = 0, epoch: int | None = None) -> Snapshot:
         """Capture the reference state (call it at initialization) and return its :class:`Snapshot`.
 
@@ -477,8 +586,28 @@ class NTKTracker:
         self.f0 = f0
         self.params0 = {name: p.to(self.storage_device, copy=True) for name, p in params.items()}
         self.coefficients0 = self.spectrum0.project(self.target)
+        self.estimator0 = self._estimator(K0, self.spectrum0)
+        self.self_check = self._self_check()
         self.history = []
-        return self._snapshot(step, epoch, K0, f0, params, self.spectrum0, start)
+        snap = self._snapshot(step, epoch, K0, f0, params, self.spectrum0, start, self.estimator0)
+        if self.self_check is not None:
+            snap.self_check_learnability_gap = self.self_check.learnability_gap
+            snap.self_check_mse_ratio = self.self_check.mse_ratio
+        return snap
+
+    def _estimator(self, K: torch.Tensor, spectrum: Spectrum) -> ProbeEstimator | None:
+        """The probe estimator of ``(K, target)``; ``None`` for probes too small to predict from."""
+        if self.M < 3:
+            return None
+        return ProbeEstimator(K, self.target, spectrum=spectrum, resamples=self.resamples)
+
+    def _self_check(self) -> SelfCheck | None:
+        if self.estimator0 is None or self.M < 8:
+            return None
+        try:
+            return self.estimator0.self_check(splits=SELF_CHECK_SPLITS)
+        except InputError:
+            return None
 
     def measure(self, step: int, epoch: int | None = None) -> Snapshot:
         """Measure the model now and append the :class:`Snapshot` to :attr:`history`.
@@ -495,7 +624,8 @@ class NTKTracker:
         start = time.perf_counter()
         Kt = self._kernel()
         f_t, params = self._outputs_and_params()
-        return self._snapshot(step, epoch, Kt, f_t, params, eigendecompose(Kt), start)
+        spectrum = eigendecompose(Kt)
+        return self._snapshot(step, epoch, Kt, f_t, params, spectrum, start, self._estimator(Kt, spectrum))
 
     def _ridge(self, step: int) -> float:
         if self.ridge is not None:
@@ -504,10 +634,13 @@ class NTKTracker:
             return math.inf if step <= 0 else theory.effective_ridge(self.train_size, self.lr, step, loss=self.loss)
         return 0.0
 
-    def _predict(self, spectrum: Spectrum, coefficients: torch.Tensor, ridge: float) -> tuple[Any, str]:
+    def _predict(self, estimator: ProbeEstimator | None, ridge: float) -> tuple[ProbePrediction | None, str]:
         if math.isinf(ridge):  # nothing trained yet
             return None, "step 0 with lr: nothing learned yet"
-        return predict_from_spectrum(spectrum, coefficients, self.train_size, ridge=ridge, noise=self.noise)
+        if estimator is None:
+            return None, f"no prediction: a {self.M}-point probe is too small"
+        prediction = estimator.predict(self.train_size, ridge=ridge, noise=self.noise)
+        return prediction, prediction.note
 
     def _snapshot(
         self,
@@ -518,6 +651,7 @@ class NTKTracker:
         params: dict[str, torch.Tensor],
         spectrum: Spectrum,
         start: float,
+        estimator: ProbeEstimator | None,
     ) -> Snapshot:
         assert self.K0 is not None and self.spectrum0 is not None and self.f0 is not None
         snap = Snapshot(step=int(step), epoch=epoch)
@@ -558,18 +692,32 @@ class NTKTracker:
 
         ridge = self._ridge(step)
         snap.ridge = ridge
-        pred0, note0 = self._predict(self.spectrum0, self.coefficients0, ridge)
-        pred_t, note_t = self._predict(spectrum, spectrum.project(self.target), ridge)
+        pred0, note0 = self._predict(self.estimator0, ridge)
+        pred_t, note_t = self._predict(estimator, ridge)
         power = float(self.target.pow(2).mean(0).sum())
         for pred, suffix in ((pred0, "init"), (pred_t, "current")):
             if pred is None and math.isinf(ridge):  # nothing learned: L = 0, MSE = mean y^2 + noise
-                setattr(snap, f"learnability_predicted_{suffix}", 0.0)
-                setattr(snap, f"test_mse_predicted_{suffix}", power / self.num_outputs + self.noise)
+                learn, mse = 0.0, power / self.num_outputs + self.noise
+                learn_iv, mse_iv = (learn, learn), (mse, mse)
             elif pred is not None:
-                setattr(snap, f"learnability_predicted_{suffix}", pred.learnability)
-                setattr(snap, f"test_mse_predicted_{suffix}", pred.test_mse)
+                learn, mse = pred.learnability, pred.test_mse
+                learn_iv, mse_iv = pred.learnability_interval, pred.test_mse_interval
                 setattr(snap, f"kappa_{suffix}", pred.kappa)
-        snap.prediction_note = "; ".join(dict.fromkeys(n for n in (note0, note_t) if n))
+            else:
+                continue
+            setattr(snap, f"learnability_predicted_{suffix}", learn)
+            setattr(snap, f"test_mse_predicted_{suffix}", mse)
+            setattr(snap, f"learnability_predicted_{suffix}_lower", learn_iv[0])
+            setattr(snap, f"learnability_predicted_{suffix}_upper", learn_iv[1])
+            setattr(snap, f"test_mse_predicted_{suffix}_lower", mse_iv[0])
+            setattr(snap, f"test_mse_predicted_{suffix}_upper", mse_iv[1])
+        if pred0 is not None:
+            snap.complexity_init = pred0.complexity
+            snap.complexity_init_lower, snap.complexity_init_upper = pred0.complexity_interval
+            snap.prediction_regime = pred0.regime
+            snap.prediction_reach = pred0.reach
+            snap.suggested_probe_size = pred0.suggested_probe_size or 0
+        snap.prediction_note = note0 or note_t  # the K0 prediction is the headline; Kt's note says the same
 
         f_hat = f_t - self.f0
         snap.learnability_actual = theory.learnability(self.target, f_hat)
@@ -579,10 +727,13 @@ class NTKTracker:
         snap.mode_indices = list(range(top))
         if pred0 is not None:
             snap.mode_learnability_predicted = pred0.mode_learnability[:top].tolist()
-        elif math.isinf(ridge):
-            snap.mode_learnability_predicted = [0.0] * top
+            snap.mode_learnability_predicted_lower = pred0.mode_learnability_lower[:top].tolist()
+            snap.mode_learnability_predicted_upper = pred0.mode_learnability_upper[:top].tolist()
         else:
-            snap.mode_learnability_predicted = [math.nan] * top
+            fill = 0.0 if math.isinf(ridge) else math.nan
+            snap.mode_learnability_predicted = [fill] * top
+            snap.mode_learnability_predicted_lower = [fill] * top
+            snap.mode_learnability_predicted_upper = [fill] * top
         snap.mode_learnability_actual = modes.values[:top].tolist()
         snap.target_power = self.coefficients0[:top].pow(2).sum(1).tolist()
 
@@ -631,6 +782,8 @@ class NTKTracker:
             self.f0 = state["f0"].to(self.storage_device)
             self.params0 = {k: v.to(self.storage_device) for k, v in state["params0"].items()}
             self.coefficients0 = self.spectrum0.project(self.target)
+            self.estimator0 = self._estimator(self.K0, self.spectrum0)
+            self.self_check = self._self_check()
             self._K_prev = None if state["K_prev"] is None else state["K_prev"].to(self.storage_device)
             self._step_prev = state["step_prev"]
         self.history = [Snapshot.from_dict(d) for d in state["history"]]
@@ -639,19 +792,23 @@ class NTKTracker:
 def predict_from_spectrum(
     spectrum: Spectrum, coefficients: torch.Tensor, n: int, *, ridge: float = 0.0, noise: float = 0.0
 ) -> tuple[theory.Prediction | None, str]:
-    """The eigenlearning prediction from a probe's spectrum, with the spectrum's tail extrapolated.
+    """The spectrum-only prediction (the policy before :class:`~ntkmonitor.ProbeEstimator`; kept for comparison).
+
+    **Superseded**: the tracker, the callback and the CLI use :class:`~ntkmonitor.ProbeEstimator`, which is
+    unbiased where this is not (``benchmarks/bench_prediction.py`` compares the two). This function treats the
+    probe's eigenvalues and own-basis coefficients as the population's and gives the tail zero target power,
+    which makes every resolved mode look learnable as ``n`` approaches ``M``.
 
     A probe of ``M`` points resolves only its top ``r <= M`` modes; the operator has infinitely many.
     Ignoring the rest overestimates learnability as ``n`` approaches ``r`` (every resolved mode looks
     learnable) and leaves the ridgeless equation for ``kappa`` without a solution for ``n >= r``. So the
     spectrum is always extended by :func:`~ntkmonitor.theory.extrapolate_tail` to ``TAIL_FACTOR * max(n, r)``
     modes with zero target power in the tail (for ``n << r`` this barely moves ``kappa``). If no power law
-    can be fitted (too few or non-decaying eigenvalues), the probe's spectrum alone is used. This is the
-    policy of :class:`NTKTracker` and of ``ntkmonitor audit``/``predict``.
+    can be fitted (too few or non-decaying eigenvalues), the probe's spectrum alone is used.
 
     Args:
         spectrum: the kernel's spectrum on the probe (``M`` points).
-        coefficients: ``(r, k)`` target coefficients in that eigenbasis.
+        coefficients: ``(r,)`` or ``(r, k)`` target coefficients in that eigenbasis (``spectrum.project(y)``).
         n: training-set size.
         ridge: ``delta >= 0``.
         noise: target-noise variance.
@@ -679,8 +836,9 @@ def predict_from_spectrum(
         except NoSolutionError:
             return None, f"no solution: n={n} >= the probe's {r} modes and no power-law tail ({err})"
         return prediction, f"probe spectrum only (no power-law tail: {err})"
-    coeffs = torch.zeros(eigs.shape[0], coefficients.shape[1], dtype=torch.float64)
-    coeffs[:r] = coefficients[positive].cpu()
+    values = coefficients[:, None] if coefficients.ndim == 1 else coefficients  # (r, k); 1-D targets too
+    coeffs = torch.zeros(eigs.shape[0], values.shape[1], dtype=torch.float64)
+    coeffs[:r] = values[positive].cpu()
     prediction = theory.predict(eigs, coeffs, n, ridge=ridge, noise=noise, multiplicities=mult)
     note = f"tail extrapolated: alpha={fit.alpha:.3f} (r2={fit.r2:.3f}) beyond the probe's {r} modes"
     return prediction, note

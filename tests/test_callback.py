@@ -234,10 +234,13 @@ def test_trainer_with_tensorboard_logger_writes_every_documented_output(tmp_path
     tags = acc.Tags()
     steps = [s.step for s in monitor.history]
     assert steps == [0, 4, 8, 12]
-    always_defined = set(SCALAR_KEYS) - {"ntk/drift/kernel_velocity", "ntk/drift/linearization_error"}
+    at_reference = {"ntk/self_check/learnability_gap", "ntk/self_check/mse_ratio"}
+    always_defined = set(SCALAR_KEYS) - {"ntk/drift/kernel_velocity", "ntk/drift/linearization_error"} - at_reference
     for key in always_defined:  # undefined only at the reference
         assert [e.step for e in acc.Scalars(key)] == steps, key
         assert all(math.isfinite(e.value) for e in acc.Scalars(key)), key
+    for key in at_reference:  # the self-check runs once, on K0
+        assert [e.step for e in acc.Scalars(key)] == [0], key
     for key in ("ntk/drift/kernel_velocity", "ntk/drift/linearization_error"):
         assert [e.step for e in acc.Scalars(key)] == steps[1:], key
     assert any(re.fullmatch(r"ntk/mode_\d\d/learnability_predicted", t) for t in tags["scalars"])
@@ -289,3 +292,46 @@ def test_works_with_a_lightning_pytorch_trainer():
     with pytest.warns(ntkmonitor.NTKMonitorWarning, match="training set"):  # no validation data given
         trainer.fit(Module(), train)
     assert [s.step for s in monitor.history] == [0, 3, 6]
+
+
+def _fit_with_large_validation_set(callback, val_points: int) -> pl.LightningModule:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    pl.seed_everything(0, verbose=False)
+    module = lm.module("mlp")
+    train, _ = lm.regression_data()
+    x = torch.randn(val_points, 6, generator=torch.Generator().manual_seed(9))
+    val = TensorDataset(x, torch.stack([torch.sin(x[:, 0]), torch.cos(x[:, 1] * x[:, 2])], dim=1))
+    trainer = lm.trainer(None, callbacks=[callback] if callback else [])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=64))
+    return module
+
+
+def test_auto_probe_grows_within_its_time_budget_without_touching_training():
+    generous = NTKMonitor(every_n_steps=6, probe_seconds=60.0, max_probe_size=512)
+    monitored = _fit_with_large_validation_set(generous, 700)
+    tight = NTKMonitor(every_n_steps=6, probe_seconds=1e-9)
+    _fit_with_large_validation_set(tight, 700)
+    whole = NTKMonitor(every_n_steps=6, probe_seconds=60.0)
+    _fit_with_large_validation_set(whole, 300)
+    assert (generous.tracker.M, tight.tracker.M, whole.tracker.M) == (512, 256, 300)
+    assert torch.equal(generous.tracker.x[:256], tight.tracker.x)  # one private permutation: larger contains smaller
+    plain = _fit_with_large_validation_set(None, 700)
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, monitored.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"probe_size": 2}, "probe_size >= 3"),
+        ({"probe_size": "big"}, "probe_size"),
+        ({"probe_seconds": 0}, "probe_seconds"),
+        ({"max_probe_size": 100}, "max_probe_size"),
+    ],
+)
+def test_probe_options_are_checked_at_construction(kwargs, match):
+    with pytest.raises(ntkmonitor.InputError, match=match):
+        NTKMonitor(**kwargs)

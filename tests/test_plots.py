@@ -188,9 +188,34 @@ def test_learning_curve_figure_two_log_x_panels_and_the_train_size_marker():
         np.testing.assert_array_equal(curve.get_ydata(), values)
         np.testing.assert_array_equal(marker.get_xdata(), [500, 500])
         assert marker.get_label() == "train size n = 500"
-        assert "log" in ax.get_xlabel() and ax.get_ylabel() and ax.get_legend()
-    assert fig.get_suptitle()
+        assert "log" in ax.get_xlabel() and ax.get_ylabel()
+    assert fig.get_suptitle() and len(fig.legends) == 1  # one legend below both panels
     assert [len(ax.lines) for ax in plots.learning_curve_figure(n, [0.5] * 4, [1.0] * 4).axes] == [1, 1]
+
+
+def test_learning_curve_figure_draws_bands_reach_and_measured_points():
+    n = [10, 100, 1000]
+    fig = plots.learning_curve_figure(
+        n,
+        [0.2, 0.5, 0.8],
+        [0.9, 0.5, 0.2],
+        learnability_band=([0.1, 0.4, 0.6], [0.3, 0.6, 0.9]),
+        test_mse_band=([0.8, 0.4, 0.1], [1.0, 0.6, 0.4]),
+        reach=300,
+        measured=([10, 100], [0.25, 0.45], [0.85, 0.55]),
+    )
+    for ax, column in zip(fig.axes, (1, 2), strict=True):
+        curve, points, reach = ax.lines
+        (band,) = [c for c in ax.collections if c.get_label() == "interval (90 %)"]
+        band = band.get_paths()[0].vertices
+        assert band[:, 1].min() == pytest.approx([0.1, 0.1][column - 1]) and band[:, 1].max() == pytest.approx(
+            [0.9, 1.0][column - 1]
+        )
+        np.testing.assert_array_equal(points.get_xdata(), [10, 100])
+        np.testing.assert_array_equal(points.get_ydata(), [[0.25, 0.45], [0.85, 0.55]][column - 1])
+        np.testing.assert_array_equal(reach.get_xdata(), [300, 300])
+    with pytest.raises(ntkmonitor.InputError, match="learnability_band"):
+        plots.learning_curve_figure(n, [0.2, 0.5, 0.8], [0.9, 0.5, 0.2], learnability_band=([0.1], [0.3]))
 
 
 def test_learning_curve_figure_leaves_out_nonpositive_n_and_undefined_values():

@@ -328,7 +328,7 @@ def test_format_summary_names_the_verdict_and_a_line_per_checkpoint(audit):
     for row, entry in zip(rows, audit["timeline"], strict=True):
         assert row.startswith(entry["label"]) and row.split()[1] == str(entry["step"])
         assert row.split()[-1] == entry["snapshot"]["verdict"]
-    assert f"predicted learnability at n = {TRAIN_SIZE}" in text
+    assert f"predicted at n = {TRAIN_SIZE}: learnability" in text
     assert "warnings (1):" in text
 
 

@@ -106,11 +106,15 @@ def test_custom_scalars_layout_is_registered_once_and_every_chart_tag_matches_on
     assert category.title == ntb.LAYOUT_CATEGORY
     titles = [chart.title for chart in category.chart]
     modes = tracker.history[-1].mode_indices
-    assert titles == [ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART] + [
+    assert titles == [ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART, *ntb.MARGIN_CHARTS] + [
         ntb.MODE_CHART.format(index=i) for i in modes
     ]
     written = acc.Tags()["scalars"]
-    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart}
+    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart if chart.HasField("multiline")}
+    margins = {chart.title: chart.margin.series[0] for chart in category.chart if chart.HasField("margin")}
+    assert set(margins) == set(ntb.MARGIN_CHARTS)
+    for series in margins.values():  # exact tags, all written
+        assert {series.value, series.lower, series.upper} <= set(written)
     for title, regexes in charts.items():
         for regex in regexes:
             matches = [tag for tag in written if re.match(regex, tag)]
@@ -161,7 +165,10 @@ def test_text_summary_per_measurement(run):
     assert f"Step {snap.step}: {snap.verdict}" in last
     assert f"| kernel distance | {snap.kernel_distance:.4g} |" in last
     assert f"| learnability: actual | {snap.learnability_actual:.4g} |" in last
-    assert f"| learnability: predicted from K0 | {snap.learnability_predicted_init:.4g} |" in last
+    assert (
+        f"| learnability: predicted from K0 | {snap.learnability_predicted_init:.4g} "
+        f"[{snap.learnability_predicted_init_lower:.4g}, {snap.learnability_predicted_init_upper:.4g}] |"
+    ) in last
 
 
 # ---------------------------------------------------------------------------------------------------- fakes
@@ -224,10 +231,19 @@ def test_register_layout_once_per_writer_including_writers_without_weakrefs():
 
 def test_layout_regexes_are_anchored():
     charts = ntb.custom_scalars_layout([3])[ntb.LAYOUT_CATEGORY]
-    (regex, _) = charts[ntb.MODE_CHART.format(index=3)][1]
+    regex = charts[ntb.MODE_CHART.format(index=3)][1][0]
     assert re.match(regex, "ntk/mode_03/learnability_predicted")
     assert not re.match(regex, "ntk/mode_03/learnability_predicted_extra")
-    assert all(kind == "Multiline" for kind, _ in charts.values())
+    assert {kind for kind, _ in charts.values()} == {"Multiline", "Margin"}
+
+
+def test_margin_charts_name_a_logged_value_and_both_ends_of_its_interval():
+    charts = ntb.custom_scalars_layout()[ntb.LAYOUT_CATEGORY]
+    margins = {title: tags for title, (kind, tags) in charts.items() if kind == "Margin"}
+    assert set(margins) == set(ntb.MARGIN_CHARTS) and len(margins) == 4
+    for value, lower, upper in margins.values():
+        assert value in SCALAR_KEYS and lower == value + "_lower" and upper == value + "_upper"
+        assert {lower, upper} <= set(SCALAR_KEYS)
 
 
 def test_log_snapshot_writes_layout_scalars_histogram_text():
@@ -320,6 +336,8 @@ def test_logged_keys_are_all_documented():
     patterns = {
         "ntk/mode_NN/learnability_predicted",
         "ntk/mode_NN/learnability_actual",
+        "ntk/mode_NN/learnability_predicted_lower",
+        "ntk/mode_NN/learnability_predicted_upper",
         "ntk/params/<name>/relative_change",
     }
     assert patterns <= documented
