@@ -137,7 +137,7 @@ def train_full_batch(
 
     Returns:
         ``f_hat`` ``(B, M)`` (the trained, centered function on the whole domain), ``steps`` ``(B,)``,
-        ``train_mse`` ``(B,)``.
+        ``train_mse`` ``(B,)``, ``distance`` ``(B,)`` (``||theta - theta_0||`` travelled by each copy).
     """
     B, n = train_idx.shape
     names = [name for name, _ in model.named_parameters()]
@@ -188,7 +188,9 @@ def train_full_batch(
             )
     with torch.no_grad():
         f_hat = vmap(lambda p: functional_call(model, p, (x,)).reshape(-1))(final) - f0
-    return {"f_hat": f_hat, "steps": steps, "train_mse": mse}
+        start_params = dict(model.named_parameters())
+        distance = sum((final[name] - start_params[name]).pow(2).flatten(1).sum(1) for name in names).sqrt()
+    return {"f_hat": f_hat, "steps": steps, "train_mse": mse, "distance": distance.cpu()}
 
 
 def stderr(message: str) -> None:

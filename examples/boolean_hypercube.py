@@ -115,7 +115,8 @@ def run_experiments(args: argparse.Namespace, model: torch.nn.Module, X: torch.T
     M = X.shape[0]
     ks = list(targets)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    measured = {k: {"n": [], "learnability": [], "mse": [], "steps": [], "train_mse": []} for k in ks}
+    fields = ("n", "learnability", "mse", "steps", "train_mse", "distance", "distance_predicted")
+    measured = {k: {name: [] for name in fields} for k in ks}
     for n in args.ns:
         t0 = time.perf_counter()
         # at n = M every draw is the whole domain and, from the same initialization, every trial the same
@@ -136,6 +137,11 @@ def run_experiments(args: argparse.Namespace, model: torch.nn.Module, X: torch.T
             measured[k]["mse"].append([float((f - y).pow(2).mean()) for f in f_hat])
             measured[k]["steps"].append(result["steps"][sl].tolist())
             measured[k]["train_mse"].append(result["train_mse"][sl].tolist())
+            # ||theta - theta_0|| travelled vs the linearized network's sqrt(y^T K_DD^-1 y) (its f_hat starts at 0)
+            measured[k]["distance"].append(result["distance"][sl].tolist())
+            measured[k]["distance_predicted"].append(
+                [ntkmonitor.weight_distance(K[i][:, i], y[i]) for i in idx.cpu()]
+            )
         steps = result["steps"].view(len(ks), trials).max(dim=1).values.tolist()
         capped = int((result["train_mse"] >= args.tol).sum())
         stderr(
@@ -143,6 +149,17 @@ def run_experiments(args: argparse.Namespace, model: torch.nn.Module, X: torch.T
             f"{dict(zip(ks, steps, strict=True))}" + (f", {capped} stopped at the step cap" if capped else "")
         )
     return measured
+
+
+def distance_ratio(measured_k: dict) -> float:
+    """Mean over the grid of measured ``||theta - theta_0||`` / predicted ``sqrt(y^T K_DD^-1 y)`` (1 = lazy)."""
+    ratios = [
+        m / p
+        for ms, ps in zip(measured_k["distance"], measured_k["distance_predicted"], strict=True)
+        for m, p in zip(ms, ps, strict=True)
+        if p > 0
+    ]
+    return sum(ratios) / len(ratios) if ratios else math.nan
 
 
 def agreement(curves: dict, measured: dict) -> dict[int, float]:
@@ -247,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_abs_learnability_diff": {str(k): v for k, v in diff.items()},
         "seconds": time.perf_counter() - t_start,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+
     print(f"Predicted vs measured learnability ({args.trials} trials per n, whole-domain measurement):")
     print("   n  " + "  ".join(f"k={k}: theory  net  " for k in measured))
     for i, n in enumerate(args.ns):
@@ -261,6 +278,13 @@ def main(argv: list[str] | None = None) -> dict:
         "mean |predicted - measured| learnability over the grid: "
         + ", ".join(f"k={k}: {d:.3f}" for k, d in diff.items())
     )
+    ratios = {k: distance_ratio(measured[k]) for k in measured}
+    results["distance_ratio"] = {str(k): r for k, r in ratios.items()}
+    print(
+        "distance travelled ||theta - theta_0||, measured / predicted by the linearized network (mean over n): "
+        + ", ".join(f"k={k}: {r:.3f}" for k, r in ratios.items())
+    )
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {out / 'boolean_hypercube.png'}, {out / 'results.json'}; tensorboard --logdir {out / 'tensorboard'}")
     print(f"total {results['seconds']:.0f} s")
     return results

@@ -127,6 +127,10 @@ WIDE_MSE_RATIO = 2.0
 
 _MIN_POINTS = 3
 
+_MIN_NULL_MODES = 8
+"""A probe kernel with at least ``max(8, M // 10)`` eigenvalues at round-off is finite-rank (fewer features than
+points); fewer such eigenvalues are the kernel's precision, and a floor ridge replaces them."""
+
 
 # ---------------------------------------------------------------------------------------------------- resolvent
 class _Resolvent:
@@ -145,11 +149,11 @@ class _Resolvent:
         self.power = power
         self.rank = int((~zero).sum())
         self.mu_min = float(self.mu[~zero].min()) if self.rank else 0.0
-        self.residual = z[zero].sum(axis=0) / (M - self.rank) if self.rank < M else np.zeros(self.k)
-
-    @property
-    def full_rank(self) -> bool:
-        return self.rank == self.M
+        # A few eigenvalues at round-off are the kernel's precision, not its features: they get a floor ridge.
+        # Many are a model with fewer features than probe points: least squares beyond the rank.
+        self.finite = M - self.rank >= max(_MIN_NULL_MODES, M // 10)
+        self.floor = rtol * top if self.rank < M else 0.0
+        self.residual = z[zero].sum(axis=0) / (M - self.rank) if self.finite else np.zeros(self.k)
 
     def at(self, lam: np.ndarray) -> tuple[np.ndarray, ...]:
         """``(kappa, D1, D2, B, A2)`` at sample ridges ``lam`` (G,); ``B``, ``A2`` are ``(G, k)``."""
@@ -171,8 +175,10 @@ class _Resolvent:
         return kappa, D1, D2, B, A2
 
     def lowest(self, edge: float) -> float:
-        """The most negative usable sample ridge (0 for a rank-deficient probe)."""
-        return -edge * self.mu_min if self.full_rank else 0.0
+        """The lowest usable sample ridge: ``-edge mu_min``; the floor ridge with round-off zeros; 0 if finite-rank."""
+        if self.finite:
+            return 0.0
+        return self.floor if self.rank < self.M else -edge * self.mu_min
 
     def solve(self, n: float, ridge: float, edge: float) -> float | None:
         """The sample ridge ``l`` with ``D1 + ridge / kappa = n``, or ``None`` when ``n`` is beyond the reach."""
@@ -183,7 +189,7 @@ class _Resolvent:
             kappa, D1, *_ = self.at(np.array([lam]))
             return float(D1[0] + ridge / kappa[0] - n)
 
-        if self.full_rank:
+        if not self.finite:
             if excess(lo) < 0:
                 return None
             small = 1e-15 * top
@@ -223,7 +229,7 @@ def _point(res: _Resolvent, n: float, ridge: float, edge: float) -> _Point:
     if lam is not None:
         kappa, D1, D2, B, A2 = res.at(np.array([lam]))
         return _Point(float(kappa[0]), float(D1[0]), float(D2[0]), B[0], A2[0], "resolved")
-    if not res.full_rank:  # ridgeless, n >= rank: least squares on the rank features
+    if res.finite:  # ridgeless, n >= rank: least squares on the rank features
         return _Point(0.0, float(res.rank), float(res.rank), res.residual, res.residual, "finite-rank")
     # power-law continuation from the edge
     kappa_e, D1_e, D2_e, B_e, A2_e = (v[0] for v in res.at(np.array([res.lowest(edge)])))
@@ -472,6 +478,11 @@ class ProbeEstimator:
         K_in = _checks.as_tensor(K, "K").cpu()  # in its own dtype: eigendecompose judges round-off by it
         spec = spectrum if spectrum is not None else eigendecompose(K_in)
         self.eigenvalues = spec.eigenvalues.detach().to(torch.float64).cpu()
+        if not bool((self.eigenvalues > 0).any()):
+            raise InputError(
+                f"Expected a kernel with a positive eigenvalue, but K is zero on all {M} probe points: no measured "
+                "parameter moves the outputs there. Check the parameter selection (params=...)."
+            )
         self._main = self._resolvent(spec, target)
         self._subs: list[tuple[_Resolvent, torch.Tensor]] = []
         m = int(round(SUBSAMPLE_FRACTION * M))
@@ -501,7 +512,7 @@ class ProbeEstimator:
     def reach(self) -> float:
         """The largest ridgeless ``n`` resolved without extrapolation (about ``1.5 M - 2 M``; ``rank`` if singular)."""
         res = self._main
-        if not res.full_rank:
+        if res.finite:
             return float(res.rank)
         _, D1, *_ = res.at(np.array([res.lowest(min(self.edges))]))
         return float(D1[0])
@@ -721,7 +732,8 @@ class ProbeEstimator:
                 power = float(yt.pow(2).sum())
                 ls.append(float((yt * f_hat).sum()) / power if power > 0 else math.nan)
                 es.append(float((f_hat - yt).pow(2).mean()))
-            meas_l.append(float(np.nanmean(ls)))
+            finite = [v for v in ls if math.isfinite(v)]
+            meas_l.append(float(np.mean(finite)) if finite else math.nan)
             meas_e.append(float(np.mean(es)))
             preds.append(self.predict(m, ridge=ridge))
         pl = np.array([p.learnability for p in preds])
@@ -732,7 +744,11 @@ class ProbeEstimator:
         el = np.array([p.test_mse_interval[0] for p in preds])
         eu = np.array([p.test_mse_interval[1] for p in preds])
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = float(np.exp(np.nanmean(np.log(pe / me))))
+            logs = np.log(pe / me)
+        logs = logs[np.isfinite(logs)]
+        ratio = float(np.exp(logs.mean())) if logs.size else math.nan
+        gaps = np.abs(pl - ml)
+        gaps = gaps[np.isfinite(gaps)]
         covered = (ml >= ll) & (ml <= lu) & (me >= el) & (me <= eu)
 
         def t(a: np.ndarray) -> torch.Tensor:
@@ -748,7 +764,7 @@ class ProbeEstimator:
             learnability_upper=t(lu),
             test_mse_lower=t(el),
             test_mse_upper=t(eu),
-            learnability_gap=float(np.nanmean(np.abs(pl - ml))),
+            learnability_gap=float(gaps.mean()) if gaps.size else math.nan,
             mse_ratio=ratio,
             coverage=float(covered.mean()),
             splits=splits,

@@ -489,6 +489,7 @@ class NTKTracker:
         self.params0: dict[str, torch.Tensor] | None = None
         self.coefficients0: torch.Tensor | None = None
         self.estimator0: ProbeEstimator | None = None
+        self._no_prediction = ""
         self.self_check: SelfCheck | None = None
         self._K_prev: torch.Tensor | None = None
         self._step_prev: int | None = None
@@ -596,10 +597,15 @@ class NTKTracker:
         return snap
 
     def _estimator(self, K: torch.Tensor, spectrum: Spectrum) -> ProbeEstimator | None:
-        """The probe estimator of ``(K, target)``; ``None`` for probes too small to predict from."""
+        """The probe estimator of ``(K, target)``; ``None`` (no prediction, a note) when none can be made."""
+        self._no_prediction = f"no prediction: a {self.M}-point probe is too small"
         if self.M < 3:
             return None
-        return ProbeEstimator(K, self.target, spectrum=spectrum, resamples=self.resamples)
+        try:
+            return ProbeEstimator(K, self.target, spectrum=spectrum, resamples=self.resamples)
+        except InputError as err:  # e.g. a zero kernel: the prediction is undefined, the measurement goes on
+            self._no_prediction = f"no prediction: {err}"
+            return None
 
     def _self_check(self) -> SelfCheck | None:
         if self.estimator0 is None or self.M < 8:
@@ -638,7 +644,7 @@ class NTKTracker:
         if math.isinf(ridge):  # nothing trained yet
             return None, "step 0 with lr: nothing learned yet"
         if estimator is None:
-            return None, f"no prediction: a {self.M}-point probe is too small"
+            return None, self._no_prediction
         prediction = estimator.predict(self.train_size, ridge=ridge, noise=self.noise)
         return prediction, prediction.note
 

@@ -121,3 +121,21 @@ def test_auto_picks_the_method_measured_faster_on_the_benchmark_workloads(bench,
         profile = fm.profile(x, n)
         problem = KernelProblem(fm, x, None, n, n, KernelMode.TRACE, profile, None, budget=1 << 30)
         assert kernel.resolve_method(problem).value == expected
+
+
+def test_bench_prediction_quick_runs_and_the_estimator_beats_the_old_policy(tmp_path):
+    """Smoke test of ``benchmarks/bench_prediction.py`` ({-1,1}^8, M = 32, 3 probes). The full grid's numbers are in
+    benchmarks/RESULTS.md; here only that it runs, writes its outputs, and ranks the two policies as documented."""
+    import math
+
+    bench = _load("benchmarks/bench_prediction.py")
+    result = bench.main(["--quick", "--json", str(tmp_path / "p.json"), "--markdown", str(tmp_path / "p.md")])
+    assert json.loads((tmp_path / "p.json").read_text())["grid_points"] == len(result["rows"]) == 6
+    assert "| M | target | n/M |" in (tmp_path / "p.md").read_text()
+    for row in result["rows"]:
+        assert row["truth"]["trials"] >= 4 and 0 <= row["new"]["coverage"] <= 1
+    error = {
+        policy: sum(abs(math.log(r[policy]["mse_ratio"])) for r in result["rows"]) / len(result["rows"])
+        for policy in ("old", "new")
+    }
+    assert error["new"] < error["old"], error

@@ -206,7 +206,8 @@ def test_predict_learning_curve_obeys_the_kappa_equation(workspace):
         mu = torch.tensor(report["spectrum0"]["eigenvalues"], dtype=torch.float64)
         cutoff = 4 * mu.numel() * torch.finfo(torch.float32).eps * float(mu.max())  # documented: round-off is zero
         mu = torch.where(mu > cutoff, mu, torch.zeros_like(mu))
-        resolved = [(n, k) for n, k, r in zip(curve["n"], curve["kappa"], curve["regime"], strict=True) if r == "resolved"]
+        points = zip(curve["n"], curve["kappa"], curve["regime"], strict=True)
+        resolved = [(n, k) for n, k, regime in points if regime == "resolved"]
         assert len(resolved) >= 5
         for n, kappa in resolved:
             lam = _sample_ridge_for(mu, kappa)

@@ -206,3 +206,28 @@ def test_one_shot_function_equals_the_estimator():
     X, y = _draw(48, torch.Generator().manual_seed(2))
     one = ntkmonitor.predict_from_probe(X @ X.T, y, 100)
     assert one.to_dict() == ProbeEstimator(X @ X.T, y).predict(100).to_dict()
+
+
+def test_a_few_round_off_eigenvalues_are_precision_not_features():
+    """Two eigenvalues at float32 round-off (two fewer features than points) must not switch to least squares
+    with a 2-degree-of-freedom noise estimate: they get a floor ridge, and predictions stay finite."""
+    M, g = 100, torch.Generator().manual_seed(6)
+    X = torch.randn(M, M - 2, generator=g, dtype=torch.float64)  # isotropic: no legitimately tiny eigenvalue
+    y = X[:, 0] + 0.3 * torch.randn(M, generator=g, dtype=torch.float64)
+    est = ProbeEstimator((X @ X.T).float(), y.float())
+    assert est.rank == M - 2
+    for n in (50, 500):
+        p = est.predict(n)
+        assert p.regime != "finite-rank" and math.isfinite(p.test_mse) and math.isfinite(p.test_mse_interval[1])
+
+
+def test_degenerate_inputs_give_nan_or_a_clear_error_never_a_warning(recwarn):
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    K = torch.exp(-torch.cdist(x, x))
+    zero_target = ProbeEstimator(K, torch.zeros(20))
+    assert math.isnan(zero_target.predict(10).learnability) and zero_target.predict(10).test_mse == 0.0
+    assert math.isnan(zero_target.self_check(splits=2).learnability_gap)
+    with pytest.raises(InputError, match="K is zero"):
+        ProbeEstimator(torch.zeros(20, 20), x[:, 0])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+

@@ -456,3 +456,22 @@ def test_extrapolate_tail_rejects_a_flat_spectrum():
 
     with pytest.raises(ntkmonitor.InputError, match="decaying"):
         extrapolate_tail(torch.linspace(1.0, 2.0, 50), 500)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_weight_distance_equals_gradient_descent_to_convergence_on_a_linear_model(k):
+    """Gradient descent from w0 on a linear model f = phi w: it stops at the minimum-norm interpolant, and the
+    distance it travelled is sqrt(r^T K^-1 r) with K = phi phi^T (measured here by actually descending)."""
+    g = torch.Generator().manual_seed(k)
+    phi = torch.randn(12, 40, generator=g, dtype=torch.float64)
+    w0 = torch.randn(40, k, generator=g, dtype=torch.float64)
+    y = torch.randn(12, k, generator=g, dtype=torch.float64)
+    w = w0.clone()
+    lr = 1.0 / float(torch.linalg.matrix_norm(phi, ord=2) ** 2)
+    for _ in range(20_000):
+        w -= lr * phi.T @ (phi @ w - y)
+    assert float((phi @ w - y).abs().max()) < 1e-10  # converged
+    residual = (y - phi @ w0)[:, 0] if k == 1 else y - phi @ w0
+    distance = ntkmonitor.weight_distance(phi @ phi.T, residual)
+    assert distance == pytest.approx(float((w - w0).norm()), rel=1e-8)
+    assert ntkmonitor.weight_distance(phi @ phi.T, residual, ridge=1.0) < distance  # a ridge stops short
