@@ -154,6 +154,18 @@ class _Resolvent:
         self.finite = M - self.rank >= max(_MIN_NULL_MODES, M // 10)
         self.floor = rtol * top if self.rank < M else 0.0
         self.residual = z[zero].sum(axis=0) / (M - self.rank) if self.finite else np.zeros(self.k)
+        self._edges: dict[float, tuple[np.ndarray, ...]] = {}
+
+    def kappa_d1(self, lam: float) -> tuple[float, float]:
+        """``(kappa, D1)`` at one sample ridge: the only two functions the ``kappa`` equation needs (fast path)."""
+        r = 1.0 / (self.mu + lam)
+        return self.M / float(r.sum()), float(self.mu @ r)
+
+    def at_edge(self, edge: float) -> tuple[np.ndarray, ...]:
+        """:meth:`at` the lowest sample ridge of ``edge``, cached (it does not depend on ``n`` or the ridge)."""
+        if edge not in self._edges:
+            self._edges[edge] = tuple(v[0] for v in self.at(np.array([self.lowest(edge)])))
+        return self._edges[edge]
 
     def at(self, lam: np.ndarray) -> tuple[np.ndarray, ...]:
         """``(kappa, D1, D2, B, A2)`` at sample ridges ``lam`` (G,); ``B``, ``A2`` are ``(G, k)``."""
@@ -186,8 +198,8 @@ class _Resolvent:
         top = max(float(self.mu.max()), 1e-300)
 
         def excess(lam: float) -> float:
-            kappa, D1, *_ = self.at(np.array([lam]))
-            return float(D1[0] + ridge / kappa[0] - n)
+            kappa, D1 = self.kappa_d1(lam)
+            return D1 + ridge / kappa - n
 
         if not self.finite:
             if excess(lo) < 0:
@@ -203,7 +215,7 @@ class _Resolvent:
             if hi > 1e300:
                 return lo + hi
         a, b = math.log(small), math.log(hi)  # l = lo + exp(u): excess(a) >= 0 >= excess(b)
-        for _ in range(80):
+        for _ in range(64):  # brackets of width 2^-64 in log l
             u = 0.5 * (a + b)
             if excess(lo + math.exp(u)) > 0:
                 a = u
@@ -232,7 +244,7 @@ def _point(res: _Resolvent, n: float, ridge: float, edge: float) -> _Point:
     if res.finite:  # ridgeless, n >= rank: least squares on the rank features
         return _Point(0.0, float(res.rank), float(res.rank), res.residual, res.residual, "finite-rank")
     # power-law continuation from the edge
-    kappa_e, D1_e, D2_e, B_e, A2_e = (v[0] for v in res.at(np.array([res.lowest(edge)])))
+    kappa_e, D1_e, D2_e, B_e, A2_e = res.at_edge(edge)
     kappa_e, D1_e = float(kappa_e), float(D1_e)
     s = float(np.clip(1.0 - D2_e / D1_e, 0.05, 0.95))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -514,8 +526,7 @@ class ProbeEstimator:
         res = self._main
         if res.finite:
             return float(res.rank)
-        _, D1, *_ = res.at(np.array([res.lowest(min(self.edges))]))
-        return float(D1[0])
+        return float(res.at_edge(min(self.edges))[1])
 
     # ------------------------------------------------------------------ prediction
     def _quantities(self, res: _Resolvent, n: float, ridge: float, noise: float) -> dict[str, Any]:
