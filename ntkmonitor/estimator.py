@@ -52,7 +52,9 @@ exponents there: ``D_1 ~ kappa^-s`` (an eigenvalue tail ``lambda_i ~ i^(-1/s)``)
 the tail models (the edges); the probe's sampling error, from ``resamples`` random sub-probes of
 ``SUBSAMPLE_FRACTION * M`` points, scaled by the delete-d jackknife factor ``sqrt(m / (M - m))``
 (Shao, Wu 1989) and Student's ``t`` quantile for ``resamples - 1`` degrees of freedom; and the theory's own
-finite-``n`` accuracy (:data:`THEORY_TOLERANCE`). Test MSE and the complexity are handled in log space.
+finite-``n`` accuracy (:data:`THEORY_TOLERANCE`), widened to what a calibrating self-check on the probe
+measures (kernel regression on subsets of the probe against the prediction). Test MSE and the complexity are
+handled in log space.
 
 **Finite-rank kernels** (fewer parameters than probe points): the probe shows ``r < M`` nonzero modes,
 and for ``n >= r`` ridgeless regression is least squares on ``r`` features, so ``E = n / (n - r) * RSS /
@@ -74,6 +76,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 from collections.abc import Sequence
@@ -99,6 +102,7 @@ __all__ = [
     "WIDE_LEARNABILITY",
     "WIDE_MSE_RATIO",
     "THEORY_TOLERANCE",
+    "CALIBRATION_SPLITS",
 ]
 
 EDGES: tuple[float, ...] = (0.8, 0.85, 0.9)
@@ -108,6 +112,9 @@ averages the power-law continuations from these edges, and their spread is part 
 
 RESAMPLES = 8
 """Default number of random sub-probes for the sampling part of the interval."""
+
+CALIBRATION_SPLITS = 4
+"""Random splits per size of the self-check that calibrates the tolerance at construction."""
 
 SUBSAMPLE_FRACTION = 0.8
 """Size of each sub-probe as a fraction of ``M`` (delete-d jackknife with ``d = 0.2 M``)."""
@@ -128,8 +135,12 @@ WIDE_MSE_RATIO = 2.0
 _MIN_POINTS = 3
 
 _MIN_NULL_MODES = 8
-"""A probe kernel with at least ``max(8, M // 10)`` eigenvalues at round-off is finite-rank (fewer features than
-points); fewer such eigenvalues are the kernel's precision, and a floor ridge replaces them."""
+"""A probe kernel with at least ``max(8, M // 10)`` eigenvalues at round-off, below a gap of :data:`_RANK_GAP`, is
+finite-rank (fewer features than points); otherwise such eigenvalues are the kernel's precision (e.g. a smooth
+kernel in float32), and a floor ridge replaces them."""
+
+_RANK_GAP = 1e3
+"""The smallest eigenvalue above round-off must exceed the round-off level this many times for finite rank."""
 
 
 # ---------------------------------------------------------------------------------------------------- resolvent
@@ -149,9 +160,11 @@ class _Resolvent:
         self.power = power
         self.rank = int((~zero).sum())
         self.mu_min = float(self.mu[~zero].min()) if self.rank else 0.0
-        # A few eigenvalues at round-off are the kernel's precision, not its features: they get a floor ridge.
-        # Many are a model with fewer features than probe points: least squares beyond the rank.
-        self.finite = M - self.rank >= max(_MIN_NULL_MODES, M // 10)
+        # Eigenvalues at round-off are the kernel's precision, not its features: they get a floor ridge. Only many
+        # of them below a clear gap (the smallest resolved eigenvalue far above round-off) mean a model with fewer
+        # features than probe points: least squares beyond the rank.
+        gap = self.mu_min > _RANK_GAP * rtol * top
+        self.finite = gap and M - self.rank >= max(_MIN_NULL_MODES, M // 10)
         self.floor = rtol * top if self.rank < M else 0.0
         self.residual = z[zero].sum(axis=0) / (M - self.rank) if self.finite else np.zeros(self.k)
         self._edges: dict[float, tuple[np.ndarray, ...]] = {}
@@ -159,7 +172,7 @@ class _Resolvent:
     def kappa_d1(self, lam: float) -> tuple[float, float]:
         """``(kappa, D1)`` at one sample ridge: the only two functions the ``kappa`` equation needs (fast path)."""
         r = 1.0 / (self.mu + lam)
-        return self.M / float(r.sum()), float(self.mu @ r)
+        return self.M / float(r.sum()), float(self.mu @ r)  # kappa > 0: lam > 0 whenever a mode is zero
 
     def at_edge(self, edge: float) -> tuple[np.ndarray, ...]:
         """:meth:`at` the lowest sample ridge of ``edge``, cached (it does not depend on ``n`` or the ridge)."""
@@ -190,7 +203,9 @@ class _Resolvent:
         """The lowest usable sample ridge: ``-edge mu_min``; the floor ridge with round-off zeros; 0 if finite-rank."""
         if self.finite:
             return 0.0
-        return self.floor if self.rank < self.M else -edge * self.mu_min
+        if self.rank < self.M:  # round-off eigenvalues: the floor ridge, raised 10x per 0.05 below the top edge
+            return self.floor * 10.0 ** (20.0 * (max(EDGES) - edge))
+        return -edge * self.mu_min
 
     def solve(self, n: float, ridge: float, edge: float) -> float | None:
         """The sample ridge ``l`` with ``D1 + ridge / kappa = n``, or ``None`` when ``n`` is beyond the reach."""
@@ -199,7 +214,7 @@ class _Resolvent:
 
         def excess(lam: float) -> float:
             kappa, D1 = self.kappa_d1(lam)
-            return D1 + ridge / kappa - n
+            return D1 + (ridge / kappa if ridge > 0 else 0.0) - n
 
         if not self.finite:
             if excess(lo) < 0:
@@ -373,6 +388,8 @@ class SelfCheck:
         mse_ratio: geometric mean over ``m`` of predicted / measured test MSE (1 = perfect).
         coverage: fraction of sizes whose measured learnability and test MSE both lie in the intervals.
         splits: random splits per size.
+        measured_learnability_se: ``(s,)`` standard error of the measured learnability over the splits.
+        measured_log_test_mse_se: ``(s,)`` standard error of ``log`` of the measured test MSE over the splits.
 
     Example:
         >>> x = torch.randn(64, 3, dtype=torch.float64)
@@ -394,6 +411,40 @@ class SelfCheck:
     mse_ratio: float
     coverage: float
     splits: int
+    measured_learnability_se: torch.Tensor | None = None
+    measured_log_test_mse_se: torch.Tensor | None = None
+
+    def tolerance(self, base: tuple[float, float] = THEORY_TOLERANCE) -> tuple[float, float]:
+        r"""The theory's accuracy as this check measured it, for :meth:`ProbeEstimator.with_tolerance`.
+
+        ``(max(base_L, max_m |L_pred - L_meas| - 2 se_L), max(base_E, exp(max_m |log(E_pred / E_meas)| - 2 se) - 1))``
+        over the sizes ``m >= max(8, M / 8)`` (smaller training sets are dominated by the theory's finite-``n``
+        error): only a disagreement beyond twice the check's own standard error (over its random splits) counts.
+
+        Args:
+            base: the floor, :data:`THEORY_TOLERANCE` by default.
+
+        Returns:
+            ``(learnability, relative test MSE)``.
+
+        Example:
+            >>> x = torch.randn(128, 3, dtype=torch.float64)
+            >>> check = ProbeEstimator(torch.exp(-torch.cdist(x, x)), x[:, 0], resamples=0).self_check(splits=2)
+            >>> tol = check.tolerance()
+            >>> tol[0] >= THEORY_TOLERANCE[0] and tol[1] >= THEORY_TOLERANCE[1]
+            True
+        """
+        low_l, low_e = _tolerance(base)
+        big = self.sizes >= max(8, int(self.sizes.max()) // 4)  # sizes are M/16 .. M/2 by default
+        zero = torch.zeros_like(self.measured_test_mse)
+        se_l = self.measured_learnability_se if self.measured_learnability_se is not None else zero
+        se_e = self.measured_log_test_mse_se if self.measured_log_test_mse_se is not None else zero
+        dl = ((self.predicted_learnability - self.measured_learnability).abs() - 2 * se_l)[big]
+        de = ((self.predicted_test_mse / self.measured_test_mse).log().abs() - 2 * se_e)[big]
+        dl, de = dl[torch.isfinite(dl)], de[torch.isfinite(de)]
+        tol_l = max(low_l, float(dl.max())) if dl.numel() else low_l
+        tol_e = max(low_e, math.expm1(float(de.max()))) if de.numel() else low_e
+        return tol_l, tol_e
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (tensors become lists).
@@ -420,8 +471,9 @@ class ProbeEstimator:
     ``-0.9 mu_min`` (no probe eigenbasis is trusted), power-law continuation beyond that reach, and intervals
     from the tail models' spread plus a delete-d jackknife over sub-probes.
 
-    Cost: one ``eigh`` of ``K`` plus ``resamples`` of ``(0.8 M)``-point sub-kernels at construction; each
-    :meth:`predict` is ``O(M)`` per bisection step (milliseconds).
+    Cost: one ``eigh`` of ``K`` plus ``resamples`` of ``(0.8 M)``-point sub-kernels, and the calibrating
+    self-check (16 kernel regressions on at most ``M/2`` points) at construction; each :meth:`predict` is ``O(M)``
+    per bisection step (milliseconds).
 
     Args:
         K: ``(M, M)`` trace-mode kernel of the probe with itself (any float dtype; eigenvalues at most
@@ -431,6 +483,12 @@ class ProbeEstimator:
         resamples: sub-probes for the sampling part of the intervals (0: tail-model spread only).
         confidence: two-sided confidence of the intervals, in ``(0, 1)``.
         edges: edge fractions (see :data:`EDGES`).
+        tolerance: ``(learnability, relative test MSE)`` added to each side of every interval: the theory's own
+            accuracy (:data:`THEORY_TOLERANCE`), or a measured one (:meth:`SelfCheck.tolerance`,
+            :meth:`with_tolerance`).
+        calibrate: run :meth:`self_check` (``CALIBRATION_SPLITS`` splits) at construction and widen ``tolerance``
+            to what it measures (:meth:`SelfCheck.tolerance`): where kernel regression on the probe itself departs
+            from the theory, the intervals say so. Kept in :attr:`calibration`. Needs ``M >= 8``.
         seed: seed of the private generator that draws the sub-probes (the global RNG is never used).
 
     Raises:
@@ -456,6 +514,8 @@ class ProbeEstimator:
         resamples: int = RESAMPLES,
         confidence: float = CONFIDENCE,
         edges: Sequence[float] = EDGES,
+        tolerance: tuple[float, float] = THEORY_TOLERANCE,
+        calibrate: bool = True,
         seed: int = 0,
     ) -> None:
         Kd, dtype = _checks.symmetric_matrix(K, "K")
@@ -474,6 +534,7 @@ class ProbeEstimator:
         edges = tuple(float(e) for e in edges)
         if not edges or not all(0.0 <= e < 1.0 for e in edges):
             raise InputError(f"Expected edges to be fractions in [0, 1), but got {edges!r}.")
+        self.tolerance = _tolerance(tolerance)
         if spectrum is not None and (not isinstance(spectrum, Spectrum) or not spectrum.complete or spectrum.M != M):
             got = f"a Spectrum of rank {spectrum.rank} on {spectrum.M} points" if isinstance(spectrum, Spectrum) else (
                 type(spectrum).__name__
@@ -503,10 +564,15 @@ class ProbeEstimator:
             for _ in range(resamples):
                 idx = torch.randperm(M, generator=generator)[:m]
                 sub = eigendecompose(K_in[idx][:, idx])
-                self._subs.append((self._resolvent(sub, target[idx]), sub.eigenvalues))
+                if bool((sub.eigenvalues > 0).any()):  # a sub-probe the kernel is zero on says nothing
+                    self._subs.append((self._resolvent(sub, target[idx]), sub.eigenvalues))
         self._jackknife = math.sqrt(m / (M - m)) if self._subs else 0.0
         self._z = _t_quantile(0.5 + 0.5 * confidence, max(len(self._subs) - 1, 1))
         self._K, self._y = Kd, target
+        self.calibration: SelfCheck | None = None
+        if calibrate and M >= 8:
+            self.calibration = self.self_check(splits=CALIBRATION_SPLITS, seed=seed)
+            self.tolerance = self.calibration.tolerance(self.tolerance)
 
     def _resolvent(self, spec: Spectrum, target: torch.Tensor) -> _Resolvent:
         mu = spec.eigenvalues.detach().to(torch.float64).cpu().numpy()
@@ -604,11 +670,11 @@ class ProbeEstimator:
                 rows.append(_mode_learnability(e, q["kappa"]))
             sd_modes = self._jackknife * np.std(np.stack(rows), axis=0)
         z = self._z
-        tol_l, tol_e = THEORY_TOLERANCE
+        tol_l, tol_e = self.tolerance
         tol_e = math.log1p(tol_e)
         learn_iv = (max(learn_band[0] - z * sd_learn - tol_l, 0.0), min(learn_band[1] + z * sd_learn + tol_l, 1.0))
-        mse_iv = (math.exp(log_mse.min() - z * sd_mse - tol_e), math.exp(log_mse.max() + z * sd_mse + tol_e))
-        cx_iv = (math.exp(log_cx.min() - z * sd_cx - tol_e), math.exp(log_cx.max() + z * sd_cx + tol_e))
+        mse_iv = (_exp(log_mse.min() - z * sd_mse - tol_e), _exp(log_mse.max() + z * sd_mse + tol_e))
+        cx_iv = (_exp(log_cx.min() - z * sd_cx - tol_e), _exp(log_cx.max() + z * sd_cx + tol_e))
         kappa_lo, kappa_hi = float(main["kappa_edges"].min()), float(main["kappa_edges"].max())
         modes_lo = np.clip(np.minimum(_mode_learnability(mu, kappa_hi), modes) - z * sd_modes, 0.0, 1.0)
         modes_hi = np.clip(np.maximum(_mode_learnability(mu, kappa_lo), modes) + z * sd_modes, 0.0, 1.0)
@@ -665,6 +731,27 @@ class ProbeEstimator:
         """
         return [self.predict(n, ridge=ridge, noise=noise) for n in sizes]
 
+    def with_tolerance(self, tolerance: tuple[float, float]) -> ProbeEstimator:
+        """The same estimator (sharing its eigendecompositions) with another ``tolerance``.
+
+        Args:
+            tolerance: ``(learnability, relative test MSE)``, e.g. ``self.self_check().tolerance()``: widen the
+                intervals by what kernel regression on the probe itself shows the theory to miss.
+
+        Returns:
+            A new :class:`ProbeEstimator`; this one is unchanged.
+
+        Example:
+            >>> x = torch.randn(64, 3, dtype=torch.float64)
+            >>> est = ProbeEstimator(torch.exp(-torch.cdist(x, x)), x[:, 0], resamples=2)
+            >>> wider = est.with_tolerance((0.1, 1.0))
+            >>> wider.predict(32).learnability_interval[1] - wider.predict(32).learnability_interval[0] > 0.2
+            True
+        """
+        other = copy.copy(self)
+        other.tolerance = _tolerance(tolerance)
+        return other
+
     def _spread(self, values: Sequence[float]) -> float:
         arr = np.asarray(values, dtype=np.float64)
         arr = arr[np.isfinite(arr)]
@@ -674,9 +761,12 @@ class ProbeEstimator:
         """A probe size that would resolve ``n`` and shrink the sampling width to the 'tight' thresholds."""
         factor = max(n / reach, 1.0) if reach > 0 else 1.0
         width = learn_iv[1] - learn_iv[0]
-        factor = max(factor, (width / WIDE_LEARNABILITY) ** 2)
+        if math.isfinite(width):
+            factor = max(factor, (width / WIDE_LEARNABILITY) ** 2)
         if mse_iv[0] > 0 and math.isfinite(mse_iv[1]):
-            factor = max(factor, (math.log(mse_iv[1] / mse_iv[0]) / math.log(WIDE_MSE_RATIO)) ** 2)
+            log_ratio = math.log(mse_iv[1]) - math.log(mse_iv[0])
+            factor = max(factor, (log_ratio / math.log(WIDE_MSE_RATIO)) ** 2)
+        factor = min(factor, _MAX_SUGGESTED / self.M)
         return int(math.ceil(self.M * factor / 64.0) * 64)
 
     def _note(self, n: float, regime: str, reach: float, wide: bool, suggested: int | None) -> str:
@@ -694,7 +784,15 @@ class ProbeEstimator:
                 "the prediction continues the probe's power laws"
             )
         if wide and suggested is not None:
-            text += f"; the interval is wide: a probe of about {suggested} points would make it tight"
+            more = "more than " if suggested >= _MAX_SUGGESTED else "about "
+            text += f"; the interval is wide: a probe of {more}{suggested} points would make it tight"
+        lo, hi = THEORY_TOLERANCE
+        if self.tolerance[0] > 2 * lo or self.tolerance[1] > 2 * hi:
+            text += (
+                f"; kernel regression on the probe itself departs from the theory (by up to "
+                f"{self.tolerance[0]:.2g} in learnability and {1 + self.tolerance[1]:.2g}x in test MSE), and the "
+                "interval is widened by that much"
+            )
         return text
 
     # ------------------------------------------------------------------ self-check
@@ -731,7 +829,7 @@ class ProbeEstimator:
         ridge = _checks.real_number(ridge, "ridge")
         generator = torch.Generator().manual_seed(int(seed))
         K, y = self._K, self._y
-        meas_l, meas_e, preds = [], [], []
+        meas_l, meas_e, se_l, se_e, preds = [], [], [], [], []
         for m in sizes:
             ls, es = [], []
             for _ in range(splits):
@@ -743,9 +841,13 @@ class ProbeEstimator:
                 power = float(yt.pow(2).sum())
                 ls.append(float((yt * f_hat).sum()) / power if power > 0 else math.nan)
                 es.append(float((f_hat - yt).pow(2).mean()))
-            finite = [v for v in ls if math.isfinite(v)]
-            meas_l.append(float(np.mean(finite)) if finite else math.nan)
+            finite = np.array([v for v in ls if math.isfinite(v)])
+            meas_l.append(float(finite.mean()) if finite.size else math.nan)
             meas_e.append(float(np.mean(es)))
+            # standard errors over the splits (the check's own noise; log scale for the MSE)
+            se_l.append(float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else 0.0)
+            logs_e = np.log(np.maximum(np.array(es), 1e-300))
+            se_e.append(float(logs_e.std(ddof=1) / math.sqrt(len(es))) if len(es) > 1 else 0.0)
             preds.append(self.predict(m, ridge=ridge))
         pl = np.array([p.learnability for p in preds])
         pe = np.array([p.test_mse for p in preds])
@@ -779,7 +881,24 @@ class ProbeEstimator:
             mse_ratio=ratio,
             coverage=float(covered.mean()),
             splits=splits,
+            measured_learnability_se=t(np.array(se_l)),
+            measured_log_test_mse_se=t(np.array(se_e)),
         )
+
+
+_MAX_SUGGESTED = 1_000_000
+"""Suggested probe sizes are capped here (the note then says "more than")."""
+
+
+def _tolerance(value: Any) -> tuple[float, float]:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise InputError(f"Expected tolerance to be a pair (learnability, relative test MSE), but got {value!r}.")
+    return (_checks.real_number(value[0], "tolerance[0]"), _checks.real_number(value[1], "tolerance[1]"))
+
+
+def _exp(value: float) -> float:
+    """``exp`` that saturates (0 or ``inf``) instead of raising on overflow."""
+    return math.exp(min(max(value, -745.0), 709.0)) if math.isfinite(value) else (math.inf if value > 0 else 0.0)
 
 
 def _t_quantile(p: float, dof: int) -> float:

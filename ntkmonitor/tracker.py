@@ -49,7 +49,7 @@ from torch import nn
 from . import _checks, _inputs, drift, theory
 from ._functional import FunctionalModel, OutputFn
 from .errors import InputError, NoSolutionError
-from .estimator import RESAMPLES, ProbeEstimator, ProbePrediction, SelfCheck
+from .estimator import RESAMPLES, THEORY_TOLERANCE, ProbeEstimator, ProbePrediction, SelfCheck
 from .kernel import empirical_ntk
 from .spectrum import Spectrum, eigendecompose
 
@@ -103,8 +103,7 @@ MODE_KEY = "ntk/mode_{index:02d}/learnability_{kind}"
 """Per-mode key; ``index`` is the 0-based mode of the reference kernel, ``kind`` ``predicted``, ``actual``,
 ``predicted_lower`` or ``predicted_upper``."""
 
-SELF_CHECK_SPLITS = 4
-"""Random splits per size of the tracker's self-check at the reference."""
+
 
 _VERDICT_CODES = {"lazy": 0.0, "drifting": 1.0, "feature-learning": 2.0}
 
@@ -489,7 +488,7 @@ class NTKTracker:
         self.params0: dict[str, torch.Tensor] | None = None
         self.coefficients0: torch.Tensor | None = None
         self.estimator0: ProbeEstimator | None = None
-        self._no_prediction = ""
+        self._why_none = {"init": "", "current": ""}
         self.self_check: SelfCheck | None = None
         self._K_prev: torch.Tensor | None = None
         self._step_prev: int | None = None
@@ -564,7 +563,7 @@ class NTKTracker:
         K = self._kernel()
         middle = time.perf_counter()
         spectrum = eigendecompose(K)
-        estimator = self._estimator(K, spectrum)
+        estimator = self._estimator(K, spectrum, "current")
         if estimator is not None:
             estimator.predict(self.train_size)
         return middle - start, time.perf_counter() - middle
@@ -587,33 +586,38 @@ class NTKTracker:
         self.f0 = f0
         self.params0 = {name: p.to(self.storage_device, copy=True) for name, p in params.items()}
         self.coefficients0 = self.spectrum0.project(self.target)
-        self.estimator0 = self._estimator(K0, self.spectrum0)
-        self.self_check = self._self_check()
+        self._set_estimator0()
         self.history = []
-        snap = self._snapshot(step, epoch, K0, f0, params, self.spectrum0, start, self.estimator0)
+        snap = self._snapshot(step, epoch, K0, f0, params, self.spectrum0, start, self.estimator0, "init")
         if self.self_check is not None:
             snap.self_check_learnability_gap = self.self_check.learnability_gap
             snap.self_check_mse_ratio = self.self_check.mse_ratio
         return snap
 
-    def _estimator(self, K: torch.Tensor, spectrum: Spectrum) -> ProbeEstimator | None:
-        """The probe estimator of ``(K, target)``; ``None`` (no prediction, a note) when none can be made."""
-        self._no_prediction = f"no prediction: a {self.M}-point probe is too small"
+    def _estimator(self, K: torch.Tensor, spectrum: Spectrum, which: str) -> ProbeEstimator | None:
+        """The probe estimator of ``(K, target)``; ``None`` (no prediction, a note) when none can be made.
+
+        The estimator from ``Kt`` takes the tolerance the self-check measured for ``K0``.
+        """
+        self._why_none[which] = f"no prediction: a {self.M}-point probe is too small"
         if self.M < 3:
             return None
+        init = which == "init"
+        tolerance = THEORY_TOLERANCE if init or self.estimator0 is None else self.estimator0.tolerance
         try:
-            return ProbeEstimator(K, self.target, spectrum=spectrum, resamples=self.resamples)
+            return ProbeEstimator(
+                K, self.target, spectrum=spectrum, resamples=self.resamples, tolerance=tolerance, calibrate=init
+            )
         except InputError as err:  # e.g. a zero kernel: the prediction is undefined, the measurement goes on
-            self._no_prediction = f"no prediction: {err}"
+            self._why_none[which] = f"no prediction: {err}"
             return None
 
-    def _self_check(self) -> SelfCheck | None:
-        if self.estimator0 is None or self.M < 8:
-            return None
-        try:
-            return self.estimator0.self_check(splits=SELF_CHECK_SPLITS)
-        except InputError:
-            return None
+    def _set_estimator0(self) -> None:
+        """``estimator0`` and its :attr:`self_check`, whose measured tolerance widens the intervals."""
+        assert self.K0 is not None and self.spectrum0 is not None
+        self.estimator0 = None
+        self.estimator0 = self._estimator(self.K0, self.spectrum0, "init")
+        self.self_check = None if self.estimator0 is None else self.estimator0.calibration
 
     def measure(self, step: int, epoch: int | None = None) -> Snapshot:
         """Measure the model now and append the :class:`Snapshot` to :attr:`history`.
@@ -631,7 +635,8 @@ class NTKTracker:
         Kt = self._kernel()
         f_t, params = self._outputs_and_params()
         spectrum = eigendecompose(Kt)
-        return self._snapshot(step, epoch, Kt, f_t, params, spectrum, start, self._estimator(Kt, spectrum))
+        estimator = self._estimator(Kt, spectrum, "current")
+        return self._snapshot(step, epoch, Kt, f_t, params, spectrum, start, estimator, "current")
 
     def _ridge(self, step: int) -> float:
         if self.ridge is not None:
@@ -640,12 +645,17 @@ class NTKTracker:
             return math.inf if step <= 0 else theory.effective_ridge(self.train_size, self.lr, step, loss=self.loss)
         return 0.0
 
-    def _predict(self, estimator: ProbeEstimator | None, ridge: float) -> tuple[ProbePrediction | None, str]:
+    def _predict(
+        self, estimator: ProbeEstimator | None, ridge: float, which: str
+    ) -> tuple[ProbePrediction | None, str]:
         if math.isinf(ridge):  # nothing trained yet
             return None, "step 0 with lr: nothing learned yet"
         if estimator is None:
-            return None, self._no_prediction
-        prediction = estimator.predict(self.train_size, ridge=ridge, noise=self.noise)
+            return None, self._why_none[which]
+        try:
+            prediction = estimator.predict(self.train_size, ridge=ridge, noise=self.noise)
+        except (ArithmeticError, ValueError) as err:  # undefined here: a note, never a failed measurement
+            return None, f"no prediction: {type(err).__name__}: {err}"
         return prediction, prediction.note
 
     def _snapshot(
@@ -658,6 +668,7 @@ class NTKTracker:
         spectrum: Spectrum,
         start: float,
         estimator: ProbeEstimator | None,
+        which: str,
     ) -> Snapshot:
         assert self.K0 is not None and self.spectrum0 is not None and self.f0 is not None
         snap = Snapshot(step=int(step), epoch=epoch)
@@ -698,8 +709,8 @@ class NTKTracker:
 
         ridge = self._ridge(step)
         snap.ridge = ridge
-        pred0, note0 = self._predict(self.estimator0, ridge)
-        pred_t, note_t = self._predict(estimator, ridge)
+        pred0, note0 = self._predict(self.estimator0, ridge, "init")
+        pred_t, note_t = self._predict(estimator, ridge, which)
         power = float(self.target.pow(2).mean(0).sum())
         for pred, suffix in ((pred0, "init"), (pred_t, "current")):
             if pred is None and math.isinf(ridge):  # nothing learned: L = 0, MSE = mean y^2 + noise
@@ -788,8 +799,7 @@ class NTKTracker:
             self.f0 = state["f0"].to(self.storage_device)
             self.params0 = {k: v.to(self.storage_device) for k, v in state["params0"].items()}
             self.coefficients0 = self.spectrum0.project(self.target)
-            self.estimator0 = self._estimator(self.K0, self.spectrum0)
-            self.self_check = self._self_check()
+            self._set_estimator0()
             self._K_prev = None if state["K_prev"] is None else state["K_prev"].to(self.storage_device)
             self._step_prev = state["step_prev"]
         self.history = [Snapshot.from_dict(d) for d in state["history"]]

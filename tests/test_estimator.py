@@ -231,3 +231,60 @@ def test_degenerate_inputs_give_nan_or_a_clear_error_never_a_warning(recwarn):
         ProbeEstimator(torch.zeros(20, 20), x[:, 0])
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
+
+def test_a_smooth_float32_kernel_is_not_mistaken_for_a_finite_rank_one():
+    """Regression (review): eigenvalues decaying smoothly through float32 round-off are precision, not a rank: no
+    least-squares regime, and the intervals still cover the closed-form theory (operator eigenvalues i^-2)."""
+    g = torch.Generator().manual_seed(1)
+    decay = torch.arange(1, 20_001, dtype=torch.float64).pow(-2.0)  # through float32 round-off by i ~ 100
+    coefficients = decay.sqrt() / decay.sqrt().norm()  # target power proportional to the eigenvalues
+    Z = torch.randn(200, 20_000, generator=g, dtype=torch.float64)
+    K, y = (Z * decay) @ Z.T, Z @ coefficients  # features Z_i sqrt(lambda_i): K = X X^T, v_i = coefficients_i
+    est32, est64 = ProbeEstimator(K.float(), y.float()), ProbeEstimator(K, y)
+    assert est32.rank < 150  # many eigenvalues below float32 round-off ...
+    for n in (50, 100, 300, 1000):
+        p32, theory = est32.predict(n), predict(decay, coefficients, n)
+        assert p32.regime != "finite-rank"  # ... yet no clear gap: not a finite-rank model
+        assert p32.learnability == pytest.approx(est64.predict(n).learnability, abs=ESTIMATOR_LEARNABILITY_ATOL)
+        assert p32.test_mse_interval[0] <= theory.test_mse <= p32.test_mse_interval[1]
+
+
+def test_degenerate_sub_probes_and_huge_n_never_raise():
+    """Regression (review): a kernel alive on one point (sub-probes with a zero kernel) raised ZeroDivisionError;
+    n = 1e9 on a smooth kernel overflowed the suggested probe size."""
+    K = torch.zeros(10, 10, dtype=torch.float64)
+    K[0, 0] = 1.0
+    est = ProbeEstimator(K, torch.randn(10, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    for n, ridge in ((2, 0.0), (5, 0.1), (50, 0.0)):
+        est.predict(n, ridge=ridge)
+    x = torch.randn(200, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    smooth = ProbeEstimator(torch.exp(-(torch.cdist(x, x) ** 2) / 5), torch.sin(x[:, 0]))
+    p = smooth.predict(1e9)
+    assert p.regime == "extrapolated" and p.wide and p.suggested_probe_size <= 1_000_000
+    assert "more than 1000000 points" in p.note
+    assert 0 <= p.test_mse_interval[0] <= p.test_mse <= p.test_mse_interval[1]
+
+
+def test_calibration_widens_the_interval_where_the_theory_fails():
+    """A smooth low-dimensional kernel, where eigenlearning underestimates kernel regression's error: the
+    calibrating self-check measures the gap, widens the tolerance, and says so in the note."""
+    g = torch.Generator().manual_seed(0)
+    kernel = lambda a, b: torch.exp(-(torch.cdist(a, b) ** 2) / 3)  # noqa: E731
+    x = torch.randn(256, 3, generator=g, dtype=torch.float64)
+    est = ProbeEstimator(kernel(x, x), torch.sin(x[:, 0]))
+    plain = ProbeEstimator(kernel(x, x), torch.sin(x[:, 0]), calibrate=False)
+    assert est.calibration is not None and plain.calibration is None
+    assert est.tolerance[1] > 10 * plain.tolerance[1]
+    n, mse = 64, []
+    for _ in range(10):  # Monte-Carlo truth: ridgeless regression on fresh points
+        xs, xt = (
+            torch.randn(n, 3, generator=g, dtype=torch.float64),
+            torch.randn(500, 3, generator=g, dtype=torch.float64),
+        )
+        alpha = torch.linalg.lstsq(kernel(xs, xs), torch.sin(xs[:, 0])[:, None], driver="gelsd").solution[:, 0]
+        mse.append(float((kernel(xt, xs) @ alpha - torch.sin(xt[:, 0])).pow(2).mean()))
+    truth = sum(mse) / len(mse)
+    assert not plain.predict(n).test_mse_interval[0] <= truth <= plain.predict(n).test_mse_interval[1]
+    p = est.predict(n)
+    assert p.test_mse_interval[0] <= truth <= p.test_mse_interval[1]
+    assert "departs from the theory" in p.note
