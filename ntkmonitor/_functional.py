@@ -124,6 +124,27 @@ class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
         return out
 
 
+def unwrap_compiled(model: nn.Module, params: Sequence[str] | str | None = None) -> tuple[nn.Module, Any]:
+    """The module behind ``torch.compile(module)`` (its ``_orig_mod``), and ``params`` without that prefix.
+
+    Measurements run the original module eagerly: calling the compiled wrapper with other parameters would make
+    Dynamo retrace (and recompile) the graph that training uses, which changes training's numerics.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    if not (isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule"):
+        return model, params
+    prefix = "_orig_mod."
+
+    def strip(name: str) -> str:
+        return name[len(prefix) :] if name.startswith(prefix) else name
+
+    if isinstance(params, str):
+        params = strip(params)
+    elif params is not None:
+        params = [strip(p) if isinstance(p, str) else p for p in params]
+    return inner, params
+
+
 class FunctionalModel:
     """The model as a pure function of its selected parameters.
 
@@ -151,6 +172,7 @@ class FunctionalModel:
             raise InputError(f"Expected model to be a torch.nn.Module, but got {type(model).__name__}.")
         if output_fn is not None and not callable(output_fn):
             raise InputError(f"Expected output_fn to be callable, but got {type(output_fn).__name__}.")
+        model, params = unwrap_compiled(model, params)
         self.model = model
         self.output_fn = output_fn
         self.names = select_parameters(model, params)
@@ -237,6 +259,8 @@ class FunctionalModel:
                 f"Expected the model's output to have the batch size {min(n, 2)} as first dimension, but got "
                 f"shape {tuple(outn.shape)}. The model must map a batch (n, ...) to outputs (n, ...)."
             )
+        if n >= 2:
+            self._check_independent(out1, outn, name)
         return ModelProfile(
             num_outputs=out1.shape[1],
             num_params=self.num_params,
@@ -244,14 +268,30 @@ class FunctionalModel:
             activations_per_example=float(counter.count),
         )
 
+    def _check_independent(self, out1: torch.Tensor, out2: torch.Tensor, name: str) -> None:
+        """``f(x[:2])[0] == f(x[:1])[0]``: the first dimension indexes independent examples."""
+        scale = float(out1.abs().max()) if out1.numel() else 0.0
+        gap = float((out2[:1] - out1).abs().max()) if out1.numel() else 0.0
+        tol = (1e-4 if self.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-9) * max(scale, 1e-6)
+        if gap > tol:
+            raise ModelOutputError(
+                f"Expected the examples of {name} to be independent (the output for {name}[0] must not depend on "
+                f"{name}[1]), but the model's output for the first example changes by {gap:.3g} (of {scale:.3g}) "
+                "when a second example joins the batch. The first dimension must index examples: a model that "
+                "mixes them (nn.MultiheadAttention or nn.Transformer with batch_first=False called on "
+                "(batch, seq, d), batch statistics, x - x.mean(0)) has no per-example NTK. Wrap the model so "
+                "that the batch dimension comes first and is never reduced, or select per-example outputs with "
+                "output_fn."
+            )
+
     # ------------------------------------------------------------------ context
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
         """Eval-mode semantics, grad enabled, outside inference mode, RNG forked; all restored.
 
         Attention runs on the composite "math" kernel of ``scaled_dot_product_attention`` (the fused
-        CPU/CUDA kernels support neither forward-mode AD nor ``vmap``), and the fused Transformer
-        fast path is off.
+        CPU/CUDA kernels support neither forward-mode AD nor ``vmap``), the fused Transformer fast path is
+        off, and ``torch.compile``'d submodules run eagerly (``torch.compiler.set_stance("force_eager")``).
         """
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -265,6 +305,9 @@ class FunctionalModel:
                 stack.enter_context(torch.inference_mode(False))
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+                # compiled submodules run eagerly: tracing them with other parameters would recompile (and
+                # change) the graphs that training uses
+                stack.enter_context(torch.compiler.set_stance("force_eager"))
                 model.eval()
                 torch.backends.mha.set_fastpath_enabled(False)
                 yield

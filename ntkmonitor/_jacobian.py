@@ -50,13 +50,21 @@ def _plan(problem: KernelProblem) -> tuple[int, int]:
     return 1, q
 
 
-def _jacobian(problem: KernelProblem, x: _inputs.Batch, ex: slice, out: slice) -> Jacobian:
+def _jacobian(problem: KernelProblem, x: _inputs.Batch, ex: slice, out: slice, vectorized: bool = True) -> Jacobian:
     fm = problem.fmodel
 
     def f(primals: dict, xi: _inputs.Batch) -> torch.Tensor:
         return fm.single(primals, xi)[out]
 
-    jac = vmap(jacrev(f), in_dims=(None, 0))(fm.primals, _inputs.take(x, ex))
+    block = _inputs.take(x, ex)
+    if vectorized:
+        jac = vmap(jacrev(f), in_dims=(None, 0))(fm.primals, block)
+    else:  # no vmap anywhere: one example at a time, one output row at a time (chunk_size=1 loops)
+        count = _inputs.validate_batch(block, "x")
+        rows = [
+            jacrev(f, chunk_size=1)(fm.primals, _inputs.tree_map(lambda t, i=i: t[i], block)) for i in range(count)
+        ]
+        jac = {name: torch.stack([r[name] for r in rows]) for name in rows[0]}
     return {name: j.reshape(j.shape[0], j.shape[1], -1) for name, j in jac.items()}
 
 
@@ -78,8 +86,21 @@ def _contract(j1: Jacobian, j2: Jacobian, mode: KernelMode) -> torch.Tensor:
     return total
 
 
+_LOOP_COST = 8.0
+"""``jacobian_loop`` is priced at this many times ``jacobian`` (a Python loop over examples and output rows), so
+that ``auto`` picks it only when the vectorized methods cannot run the model."""
+
+
 class JacobianMethod:
-    """Jacobian contraction; see :class:`ntkmonitor.NTKMethod` for when to pick it."""
+    """Jacobian contraction; see :class:`ntkmonitor.NTKMethod` for when to pick it.
+
+    Args:
+        vectorized: ``vmap`` over the examples of a block (``"jacobian"``), or a loop without ``vmap``
+            (``"jacobian_loop"``).
+    """
+
+    def __init__(self, vectorized: bool = True) -> None:
+        self.vectorized = vectorized
 
     def cost(self, problem: KernelProblem) -> float:
         """``(3 [FP] + W P) k`` per example's Jacobian built, plus ``2 n1 n2 k P`` (``k^2`` in full mode).
@@ -97,7 +118,8 @@ class JacobianMethod:
             built = problem.n1 + problem.n2 * (1 if cached else row_blocks)
         sym = 0.5 if problem.symmetric else 1.0
         kk = k * k if problem.mode is KernelMode.FULL else k
-        return (3 * fp + _WRITE_COST * P) * k * built + 2 * problem.n1 * problem.n2 * kk * P * sym
+        cost = (3 * fp + _WRITE_COST * P) * k * built + 2 * problem.n1 * problem.n2 * kk * P * sym
+        return cost if self.vectorized else _LOOP_COST * cost
 
     def compute(self, problem: KernelProblem) -> torch.Tensor:
         """The kernel (both halves, also when symmetric)."""
@@ -114,14 +136,14 @@ class JacobianMethod:
             if ci in cache:
                 return cache[ci]
             ex, out = cols[ci]
-            jac = _jacobian(problem, problem.xb, ex, out)
+            jac = _jacobian(problem, problem.xb, ex, out, self.vectorized)
             if cache_cols:
                 cache[ci] = jac
             return jac
 
         result = problem.new_result()
         for ri, (ex1, out1) in enumerate(rows):
-            j1 = col_jac(ri) if problem.symmetric else _jacobian(problem, problem.x1, ex1, out1)
+            j1 = col_jac(ri) if problem.symmetric else _jacobian(problem, problem.x1, ex1, out1, self.vectorized)
             for ci, (ex2, out2) in enumerate(cols):
                 if mode is not KernelMode.FULL and out2 != out1:
                     continue

@@ -71,13 +71,21 @@ class NTKMethod(str, Enum):
       Jacobians for its own entries. **Pick it** for MLPs, CNNs and Transformers whose parameters
       sit mostly in such layers -- on the MLP 784-512-512-10 it is orders of magnitude faster than
       the other two; its cost is ``math.inf`` (never picked) when no selected parameter is structured.
+    - ``JACOBIAN_LOOP`` (``"jacobian_loop"``): the ``JACOBIAN`` method without ``vmap``: each example's
+      Jacobian is built row by row (``jacrev(..., chunk_size=1)``) in a Python loop. The slowest, but
+      it runs where ``vmap`` cannot batch the model: data-dependent control flow (Hugging Face attention
+      masks), ``nn.RNN``/``nn.GRU``/``nn.LSTM``. **Pick it** only when the others fail; ``AUTO`` does.
     - ``AUTO`` (``"auto"``, default): estimates every method's cost with the formulas above (FLOPs of
       one forward pass are counted on one example with ``torch.utils.flop_counter``) and picks the
       cheapest. Two calibration constants turn FLOPs into time: ``NTK_VP``'s FLOPs are weighted by
       2.5 (many small ``jvp``/``vjp`` kernels run slower than one matrix product), and every Jacobian
       entry written costs 500 FLOP-equivalents (memory bandwidth), so ``JACOBIAN`` loses when its
       blocks do not fit the budget and must be recomputed. The estimate is within about 2x of the
-      faster method on the models measured (MLPs, small CNNs, Transformers on 2 CPU cores).
+      faster method on the models measured (MLPs, small CNNs, Transformers on 2 CPU cores). Before its
+      first use on a model, each method in cost order **proves it can run the model** on two examples;
+      one that fails is skipped, with its reason kept (``ntkmonitor.kernel.method_report``) and a warning
+      that names the method used, and the next is tried (``JACOBIAN_LOOP`` is always last). When every
+      method fails, one :class:`~ntkmonitor.NTKMonitorError` gives each method's reason.
 
     Example:
         >>> ntkmonitor.NTKMethod("ntk_vp")
@@ -88,6 +96,7 @@ class NTKMethod(str, Enum):
     JACOBIAN = "jacobian"
     NTK_VP = "ntk_vp"
     STRUCTURED = "structured"
+    JACOBIAN_LOOP = "jacobian_loop"
 
 
 def parse_enum(enum: type[Enum], value: object, name: str) -> Enum:

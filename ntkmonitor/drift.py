@@ -228,7 +228,10 @@ def relative_parameter_change(
         A :class:`ParameterChange` (Python floats).
 
     Raises:
-        InputError: names or shapes differ, or every parameter was zero at initialization.
+        InputError: names or shapes differ.
+
+    The total is ``nan`` (undefined, not an error) when every parameter was zero at initialization, e.g. a
+    LoRA adapter's ``B``; a zero tensor's own entry is ``inf`` once it moves, 0 while it does not.
 
     Example:
         >>> p0 = {"w": torch.ones(4), "b": torch.zeros(2)}
@@ -245,12 +248,9 @@ def relative_parameter_change(
         num += d * d
         den += s * s
         per[name] = d / s if s > 0 else (math.inf if d > 0 else 0.0)
-    if den == 0:
-        raise InputError(
-            "Expected some parameter to be nonzero at initialization, but all of params0 is zero; the relative "
-            "change is undefined. Snapshot the parameters after initialization."
-        )
-    return ParameterChange(total=math.sqrt(num / den), per_parameter=per)
+    # all zero at initialization (a LoRA B, a zero-initialized head): the relative change is undefined
+    total = math.sqrt(num / den) if den > 0 else math.nan
+    return ParameterChange(total=total, per_parameter=per)
 
 
 def linearization_error(
@@ -356,10 +356,11 @@ def kernel_target_alignment(K: torch.Tensor, y: torch.Tensor) -> float:
         y: ``(M,)`` or ``(M, k)`` targets on the probe (e.g. one-hot labels).
 
     Returns:
-        A Python float in ``[-1, 1]`` (``[0, 1]`` for a PSD kernel); 1 for ``K = y y^T``.
+        A Python float in ``[-1, 1]`` (``[0, 1]`` for a PSD kernel); 1 for ``K = y y^T``; ``nan`` (undefined)
+        when ``Kc`` or ``Yc`` is zero: a constant target or kernel, or a one-point probe.
 
     Raises:
-        InputError: shapes do not match, or ``Kc`` or ``y`` is zero after centering (constant target).
+        InputError: shapes do not match.
 
     Example:
         >>> y = torch.tensor([1.0, -1.0, 2.0, 0.5])
@@ -375,11 +376,8 @@ def kernel_target_alignment(K: torch.Tensor, y: torch.Tensor) -> float:
     Yc = Y - Y.mean(dim=0, keepdim=True)
     k_norm = float(torch.linalg.matrix_norm(Kc))
     y_norm = float(torch.linalg.matrix_norm(Yc.T @ Yc))  # ||Yc Yc^T||_F = ||Yc^T Yc||_F
-    if k_norm == 0 or y_norm == 0:
-        raise InputError(
-            "Expected a kernel and a target that are not constant over the probe, but "
-            f"{'K' if k_norm == 0 else 'y'} is zero after centering; the alignment is undefined."
-        )
+    if k_norm == 0 or y_norm == 0:  # a constant target (or kernel), a one-point probe: undefined, not an error
+        return math.nan
     inner = float((Yc * (Kc @ Yc)).sum())  # <Kc, Yc Yc^T>_F = tr(Yc^T Kc Yc)
     return inner / (k_norm * y_norm)
 

@@ -13,7 +13,11 @@ The empirical NTK of a model ``f(x; theta)`` with ``k`` outputs at its current p
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,16 +29,56 @@ from ._memory import memory_budget
 from ._ntk_vp import NTKVPMethod
 from ._problem import KernelMethodImpl, KernelMode, KernelProblem, NTKMethod, parse_enum
 from ._structured import StructuredMethod
-from .errors import InputError
+from .errors import InputError, KernelMemoryError, NTKMonitorError, NTKMonitorWarning
 
-__all__ = ["empirical_ntk", "KernelMode", "NTKMethod", "resolve_method"]
+__all__ = ["empirical_ntk", "KernelMode", "NTKMethod", "resolve_method", "method_report", "MethodChoice"]
 
 _METHODS: dict[NTKMethod, KernelMethodImpl] = {
     NTKMethod.JACOBIAN: JacobianMethod(),
     NTKMethod.NTK_VP: NTKVPMethod(),
     NTKMethod.STRUCTURED: StructuredMethod(),
+    NTKMethod.JACOBIAN_LOOP: JacobianMethod(vectorized=False),
 }
 """The registered methods. A new method adds itself here (and to :class:`NTKMethod`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodChoice:
+    """What ``method="auto"`` chose for one model and kind of request, and why.
+
+    Attributes:
+        method: the method in use.
+        skipped: ``{method: reason}`` for the cheaper methods that failed their two-example trial (or do not
+            apply to the model).
+    """
+
+    method: NTKMethod
+    skipped: dict[str, str]
+
+
+_CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, MethodChoice]] = weakref.WeakKeyDictionary()
+
+
+def method_report(model: nn.Module) -> list[MethodChoice]:
+    """The choices ``method="auto"`` has made for ``model`` so far (one per kind of request), with reasons.
+
+    Args:
+        model: a module passed to :func:`empirical_ntk`.
+
+    Returns:
+        The :class:`MethodChoice` of each kind of request (mode, parameters, dtype, input shapes), oldest first.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> _ = empirical_ntk(model, torch.randn(4, 3))
+        >>> (choice,) = method_report(model)
+        >>> choice.method in NTKMethod, choice.skipped  # nothing failed on this MLP
+        (True, {})
+    """
+    try:
+        return list(_CHOICES.get(model, {}).values())
+    except TypeError:  # a module that cannot be weakly referenced
+        return []
 
 
 def empirical_ntk(
@@ -137,8 +181,7 @@ def empirical_ntk(
             f"the {mode.value} kernel of shape {shape} (and one working copy)",
             "Use fewer examples, mode='trace' (k^2 times smaller than 'full'), or compute it in blocks of x1.",
         )
-        chosen = resolve_method(problem, method)
-        result = _METHODS[chosen].compute(problem)
+        result = _compute(problem, method)
     if symmetric:
         result = _mirror_upper(result, mode)
     return result
@@ -161,8 +204,105 @@ def resolve_method(problem: KernelProblem, method: NTKMethod | str = NTKMethod.A
     method = parse_enum(NTKMethod, method, "method")
     if method is not NTKMethod.AUTO:
         return method
+    return _choose(problem)
+
+
+def _signature(problem: KernelProblem) -> tuple:
+    """What a method's ability to run depends on: mode, parameters, dtype, output selection, input layout."""
+    leaves: list[tuple[Any, ...]] = []
+    _inputs.tree_map(lambda t: leaves.append((tuple(t.shape[1:]), t.dtype)) or t, problem.x1)
+    fm = problem.fmodel
+    return (problem.mode, tuple(fm.names), fm.dtype, id(fm.output_fn), tuple(leaves), fm.device, tuple(_METHODS))
+
+
+def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
+    """The kernel by ``method``; under ``auto``, a method that fails on the full request is excluded and the next
+    one runs. A concrete method's failure inside ``torch.func`` becomes an error that names the way around."""
+    chosen = resolve_method(problem, method)
+    while True:
+        try:
+            return _METHODS[chosen].compute(problem)
+        except NTKMonitorError:
+            raise
+        except Exception as err:
+            why = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            if method is NTKMethod.AUTO:  # it ran two examples but not this request: exclude it, choose again
+                chosen = _choose(problem, excluded={chosen.value: why})
+                continue
+            raise NTKMonitorError(
+                f"Expected method={chosen.value!r} to compute the kernel of {type(problem.fmodel.model).__name__}, "
+                f"but torch.func failed: {why}. method='auto' proves each method on two examples and falls back; "
+                "'jacobian_loop' runs models vmap cannot batch (attention masks with data-dependent control flow, "
+                "RNNs); 'ntk_vp' avoids vmap over examples."
+            ) from err
+
+
+def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None) -> NTKMethod:
+    """``auto``: the cheapest method that runs the model, proven on two examples before its first use.
+
+    ``excluded`` (method -> reason) failed on a full request after passing the trial: they are skipped now and
+    in the remembered choice.
+    """
+    fm = problem.fmodel
+    key = _signature(problem)
+    try:
+        known = _CHOICES.setdefault(fm.model, {})
+    except TypeError:  # not weakly referenceable: choose every time
+        known = {}
+    excluded = dict(excluded or {})
+    if key in known:
+        if not excluded:
+            return known[key].method
+        excluded = {**{k: v for k, v in known[key].skipped.items() if k != "jacobian_loop"}, **excluded}
     costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
-    return min(costs, key=costs.__getitem__)
+    two = min(problem.n1, 2)
+    trial = dataclasses.replace(problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two)
+    skipped: dict[str, str] = {}
+    chosen, memory_error = None, None
+    for m in sorted(costs, key=costs.__getitem__):
+        if m.value in excluded:
+            skipped[m.value] = excluded[m.value]
+            continue
+        if costs[m] == float("inf"):
+            skipped[m.value] = "does not apply to this model (no parameter it handles)"
+            continue
+        try:
+            with fm.measuring():
+                kernel = _METHODS[m].compute(trial)
+        except KernelMemoryError as err:
+            memory_error = err
+            skipped[m.value] = f"needs too much memory ({' '.join(str(err).split())[:200]})"
+            continue
+        except Exception as err:  # noqa: BLE001 - the reason is kept and reported
+            skipped[m.value] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            continue
+        if not bool(torch.isfinite(kernel).all()) and m is not NTKMethod.JACOBIAN_LOOP:
+            skipped[m.value] = "returned non-finite values on two examples"
+            continue
+        chosen = m
+        break
+    if chosen is None:
+        if memory_error is not None and all(
+            why.startswith(("needs too much memory", "does not apply")) for why in skipped.values()
+        ):
+            raise memory_error
+        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+        raise NTKMonitorError(
+            f"Expected some kernel method to run this model, but every one failed on two examples ({reasons}). "
+            "Check that the model runs on a batch of these inputs outside inference mode, and report the model if "
+            "it does: the reasons above say what torch.func could not do."
+        )
+    known[key] = MethodChoice(method=chosen, skipped=skipped)
+    failed = {name: why for name, why in skipped.items() if not why.startswith("does not apply")}
+    if failed:
+        warnings.warn(
+            f"empirical_ntk(method='auto'): using {chosen.value!r} for {type(fm.model).__name__}, because "
+            + "; ".join(f"{name!r} failed ({why})" for name, why in failed.items())
+            + ". Pass method=... to choose yourself; ntkmonitor.kernel.method_report(model) keeps the reasons.",
+            NTKMonitorWarning,
+            stacklevel=3,
+        )
+    return chosen
 
 
 def _mirror_upper(kernel: torch.Tensor, mode: KernelMode) -> torch.Tensor:
