@@ -98,8 +98,12 @@ def _default_batch_to_xy(batch: Any) -> tuple[Any, torch.Tensor]:
         for xk, yk in (("x", "y"), ("input", "target"), ("inputs", "targets"), ("image", "label")):
             if xk in batch and yk in batch:
                 return batch[xk], batch[yk]
+        for yk in ("labels", "label"):  # Hugging Face style: every other key is a model input
+            if yk in batch and len(batch) > 1:
+                return {k: v for k, v in batch.items() if k != yk}, batch[yk]
     raise InputError(
-        f"Expected dataset items to be (x, y) pairs or dicts with 'x'/'y' keys, but got {type(batch).__name__}. "
+        f"Expected dataset items to be (x, y) pairs, dicts with 'x'/'y' keys or Hugging Face-style dicts with a "
+        f"'labels' key, but got {type(batch).__name__}. "
         "Pass batch_to_xy=lambda batch: (inputs, targets) to NTKMonitor, or an explicit probe=(x, y)."
     )
 
@@ -318,8 +322,8 @@ class _NTKMonitorLogic:
         self._log(trainer, snap)
 
     def _resolve_lr(self, trainer: Any) -> float | None:
-        if self.lr != "auto":
-            return self.lr
+        if self.lr != "auto" or self.tracker_options["loss"] == "cross_entropy":
+            return None if self.lr == "auto" else self.lr
         optimizers = getattr(trainer, "optimizers", None) or []
         if len(optimizers) == 1 and type(optimizers[0]) is torch.optim.SGD:
             group = optimizers[0].param_groups[0]
@@ -522,7 +526,9 @@ _DOC = """Lightning callback that monitors training against NTK theory.
         ridge: fixed ridge of the predictions.
         lr: learning rate for the finite-time prediction (:func:`~ntkmonitor.effective_ridge`); ``"auto"``
             reads it from a plain SGD optimizer; ``None`` predicts the converged network.
-        loss: ``"half_mse"`` or ``"mse"``, the loss normalization for ``lr``.
+        loss: ``"half_mse"`` or ``"mse"``, the loss normalization for ``lr``; ``"cross_entropy"`` for a
+            classifier (the MSE theory's predictions are labelled as such; read
+            ``ntk/learnability/function_alignment``).
         noise: target noise variance for the predicted test MSE.
         thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
         seed: seed of the private generator that draws the probe.

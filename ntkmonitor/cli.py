@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--params", action="append", help="parameter names / module prefixes (repeatable)")
         p.add_argument("--ridge", type=float, default=0.0, help="ridge delta of the predictions (default 0)")
+        p.add_argument(
+            "--loss",
+            choices=["half_mse", "mse", "cross_entropy"],
+            default="half_mse",
+            help="the training loss: cross_entropy labels the MSE theory's predictions as such (default half_mse)",
+        )
         p.add_argument("--top-k", type=int, default=10, help="modes reported per measurement (default 10)")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (default cpu)")
         p.add_argument("--seed", type=int, default=0, help="seed of the probe draw (default 0)")
@@ -360,6 +366,7 @@ def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
             params=args.params,
             top_k=args.top_k,
             ridge=args.ridge,
+            loss=args.loss,
         )
     except ModelCallError as err:
         raise UsageError(

@@ -482,6 +482,14 @@ def _summary(result: dict[str, Any], kind: str, timeline: list[dict[str, Any]]) 
             )
             rows.append(
                 (
+                    "Alignment with the target, last checkpoint",
+                    f"{_num(snap.get('function_alignment'), 3)} <span class='muted'>(scale-free: the cosine between "
+                    "the learned function and the target, both centered; 1 = an affine function of the target. The "
+                    "number to read for a classifier trained with cross-entropy.)</span>",
+                )
+            )
+            rows.append(
+                (
                     "Test MSE, last checkpoint",
                     f"actual {_num(snap.get('test_mse_actual'), 3)} vs predicted "
                     f"{_num(snap.get('test_mse_predicted_init'), 3)} from K0, "

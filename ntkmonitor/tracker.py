@@ -59,6 +59,13 @@ TAIL_FACTOR = 10
 """Predictions extrapolate the probe's spectrum to ``TAIL_FACTOR * max(n, r)`` modes (see
 :func:`predict_from_spectrum`)."""
 
+LOSSES = ("half_mse", "mse", "cross_entropy")
+"""The training losses the tracker knows; the theory is for the squared losses."""
+
+SCALE_WARNING = 3.0
+"""With a squared loss, a learned function this many times larger than the target (RMS over the probe) means the
+network was not trained on that loss (e.g. cross-entropy logits): the note says so."""
+
 SCALAR_KEYS: dict[str, str] = {
     "ntk/drift/kernel_distance": "kernel_distance",
     "ntk/drift/kernel_velocity": "kernel_velocity",
@@ -69,6 +76,7 @@ SCALAR_KEYS: dict[str, str] = {
     "ntk/drift/eigenspace_overlap": "eigenspace_overlap",
     "ntk/drift/verdict": "verdict_code",
     "ntk/learnability/actual": "learnability_actual",
+    "ntk/learnability/function_alignment": "function_alignment",
     "ntk/learnability/predicted_init": "learnability_predicted_init",
     "ntk/learnability/predicted_current": "learnability_predicted_current",
     "ntk/learnability/predicted_init_lower": "learnability_predicted_init_lower",
@@ -158,6 +166,10 @@ class Snapshot:
         kernel_trace: ``sum_i lambda_i = tr(Kt) / M``.
         ridge: the ridge of the predictions.
         learnability_actual: ``<y, f_hat> / <y, y>``.
+        function_alignment: the scale-free alignment of the learned function with the target,
+            ``<yc, fc> / (||yc|| ||fc||)`` with both centered over the probe (per output, then summed): 1 when the
+            network's output is an affine function of the target. The measurement to read for a classifier
+            trained with cross-entropy, whose logits have no fixed scale.
         learnability_predicted_init: eigenlearning prediction from ``K0``.
         learnability_predicted_current: eigenlearning prediction from ``Kt``.
         learnability_predicted_init_lower: lower end of its interval (:class:`~ntkmonitor.ProbePrediction`);
@@ -218,6 +230,7 @@ class Snapshot:
     kernel_trace: float = math.nan
     ridge: float = math.nan
     learnability_actual: float = math.nan
+    function_alignment: float = math.nan
     learnability_predicted_init: float = math.nan
     learnability_predicted_current: float = math.nan
     test_mse_actual: float = math.nan
@@ -312,7 +325,7 @@ def validate_options(
         top_k: positive int.
         ridge: ``None`` or a number ``>= 0``.
         lr: ``None`` or a number ``> 0``.
-        loss: ``"half_mse"`` or ``"mse"``.
+        loss: ``"half_mse"``, ``"mse"`` or ``"cross_entropy"``.
         noise: a number ``>= 0``.
         thresholds: ``None`` or a :class:`~ntkmonitor.DriftThresholds`.
         resamples: int ``>= 0``, sub-probes of the prediction intervals.
@@ -325,15 +338,20 @@ def validate_options(
         >>> validate_options(loss="l1")
         Traceback (most recent call last):
         ...
-        ntkmonitor.errors.InputError: Expected loss to be 'half_mse' or 'mse', but got 'l1'.
+        ntkmonitor.errors.InputError: Expected loss to be 'half_mse', 'mse' or 'cross_entropy', but got 'l1'.
     """
     _checks.positive_int(top_k, "top_k")
     if ridge is not None and not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool) and ridge >= 0):
         raise InputError(f"Expected ridge to be None or a number >= 0, but got {ridge!r}.")
     if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
         raise InputError(f"Expected lr to be None or a number > 0, but got {lr!r}.")
-    if loss not in ("half_mse", "mse"):
-        raise InputError(f"Expected loss to be 'half_mse' or 'mse', but got {loss!r}.")
+    if loss not in LOSSES:
+        raise InputError(f"Expected loss to be 'half_mse', 'mse' or 'cross_entropy', but got {loss!r}.")
+    if loss == "cross_entropy" and lr is not None:
+        raise InputError(
+            "Expected lr=None with loss='cross_entropy', but got a learning rate: the finite-time ridge is a "
+            "heuristic for squared losses only. Drop lr (the MSE theory then predicts the converged network)."
+        )
     if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise >= 0):
         raise InputError(f"Expected noise to be a variance >= 0, but got {noise!r}.")
     if thresholds is not None and not isinstance(thresholds, drift.DriftThresholds):
@@ -359,7 +377,10 @@ class NTKTracker:
         ridge: fixed ridge ``delta`` for the predictions; ``None`` to use ``lr`` or 0.
         lr: learning rate for the finite-time ridge ``effective_ridge(n, lr, step, loss=loss)``
             (a heuristic for plain SGD/GD); ignored when ``ridge`` is given.
-        loss: ``"half_mse"`` or ``"mse"``, the normalization of the training loss for ``lr``.
+        loss: ``"half_mse"`` or ``"mse"``, the normalization of the training loss for ``lr``; or
+            ``"cross_entropy"`` for a classifier: the eigenlearning predictions then describe what *squared-loss*
+            training would reach (they are labelled so in ``prediction_note``), and the scale-free
+            ``function_alignment`` is the measurement to read, since cross-entropy grows the logits without bound.
         noise: target-noise variance ``eps^2`` for the predicted test MSE.
         thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
         resamples: sub-probes for the prediction intervals (:class:`~ntkmonitor.ProbeEstimator`; 0 for the
@@ -739,6 +760,8 @@ class NTKTracker:
         f_hat = f_t - self.f0
         snap.learnability_actual = theory.learnability(self.target, f_hat)
         snap.test_mse_actual = float((f_hat - self.target).pow(2).mean())
+        snap.function_alignment = _alignment(self.target, f_hat)
+        snap.prediction_note = "; ".join(n for n in (snap.prediction_note, self._loss_note(f_hat)) if n)
         top = min(self.top_k, self.spectrum0.rank)
         modes = theory.mode_learnability(self.spectrum0, self.target, f_hat)
         snap.mode_indices = list(range(top))
@@ -759,6 +782,22 @@ class NTKTracker:
         snap.seconds = time.perf_counter() - start
         self.history.append(snap)
         return snap
+
+    def _loss_note(self, f_hat: torch.Tensor) -> str:
+        """What the loss means for reading the predictions (a classifier, or outputs at an unexpected scale)."""
+        if self.loss == "cross_entropy":
+            return (
+                "trained with cross-entropy: the predictions are those of the squared-loss (MSE) theory; read "
+                "function_alignment (scale-free) rather than learnability and test MSE, whose scale the logits set"
+            )
+        scale = float(f_hat.pow(2).mean().sqrt()) / max(float(self.target.pow(2).mean().sqrt()), 1e-12)
+        if scale > SCALE_WARNING:
+            return (
+                f"the learned function is {scale:.3g}x larger than the target on the probe: the network was not "
+                "trained on a squared loss against these targets (cross-entropy logits?); the MSE theory does not "
+                "apply: pass loss='cross_entropy' and read function_alignment"
+            )
+        return ""
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -803,6 +842,14 @@ class NTKTracker:
             self._K_prev = None if state["K_prev"] is None else state["K_prev"].to(self.storage_device)
             self._step_prev = state["step_prev"]
         self.history = [Snapshot.from_dict(d) for d in state["history"]]
+
+
+def _alignment(y: torch.Tensor, f: torch.Tensor) -> float:
+    """``<yc, fc> / (||yc|| ||fc||)``, both centered over the probe; ``nan`` when either is constant."""
+    yc = y - y.mean(dim=0, keepdim=True)
+    fc = f.to(y.dtype) - f.to(y.dtype).mean(dim=0, keepdim=True)
+    denominator = float(yc.norm() * fc.norm())
+    return float((yc * fc).sum()) / denominator if denominator > 0 else math.nan
 
 
 def predict_from_spectrum(

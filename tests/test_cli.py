@@ -224,3 +224,12 @@ def test_python_dash_m_and_help():
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     assert result.returncode == 0 and "--trust-checkpoint" in result.stdout
+
+
+def test_audit_of_a_classifier_labels_the_mse_theory_and_reports_the_alignment(workspace):
+    assert main(_audit_args("ce", "--loss", "cross_entropy")) == 0
+    report = json.loads((workspace / "ce" / "report.json").read_text())
+    last = report["timeline"][-1]["snapshot"]
+    assert "cross-entropy" in last["prediction_note"] and -1 <= last["function_alignment"] <= 1
+    assert "Alignment with the target" in (workspace / "ce" / "report.html").read_text()
+    assert main(_audit_args("bad", "--loss", "l1")) == 2  # argparse: one line, exit 2

@@ -401,3 +401,87 @@ def test_undefined_metrics_are_nan_never_a_failed_measurement(x, y):
     if float(y.std()) == 0:
         assert math.isnan(snap.kernel_alignment)
     assert snap.kernel_distance >= 0 and math.isfinite(snap.learnability_actual)
+
+
+# ---------------------------------------------------------------------------------------------------- callback
+class TokenDataset(torch.utils.data.Dataset):
+    """Hugging Face-style items: dicts with ``input_ids``, ``attention_mask`` and ``labels``."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.items = _ids(n, 6, 40, seed)
+        self.items["attention_mask"][:, -1] = torch.arange(n) % 2  # some padded examples
+        self.labels = self.items["input_ids"][:, 0] % 3
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.items["input_ids"][i],
+            "attention_mask": self.items["attention_mask"][i],
+            "labels": self.labels[i],
+        }
+
+
+class BertClassifier(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        config = transformers.BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=24,
+            max_position_embeddings=12,
+            num_labels=3,
+        )
+        self.model = transformers.BertForSequenceClassification(config)
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def training_step(self, batch, batch_idx):
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return nn.functional.cross_entropy(logits, batch["labels"])
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def test_callback_on_a_bert_classifier_with_dict_batches_logs_scale_free_numbers(tmp_path):
+    """Hugging Face-style dict batches, attention masks, cross-entropy: the callback measures (auto falls back
+    where vmap cannot batch), logs the ntk/ keys, and labels the MSE theory for what it is."""
+    from pytorch_lightning.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from . import lightning_models as lm
+
+    monitor = ntkmonitor.NTKMonitor(every_n_steps=4, loss="cross_entropy", strict=True)
+    trainer = lm.trainer(tmp_path, callbacks=[monitor], max_steps=8, logger=CSVLogger(tmp_path, name="csv"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.simplefilter("ignore", ntkmonitor.NTKMonitorWarning)  # auto's fallback notice
+        trainer.fit(BertClassifier(), DataLoader(TokenDataset(32, 1), batch_size=8), DataLoader(TokenDataset(24, 2)))
+    history = monitor.history
+    assert [s.step for s in history] == [0, 4, 8] and monitor.tracker.M == 24
+    last = history[-1]
+    assert -1 <= last.function_alignment <= 1 and last.kernel_distance > 0
+    assert "cross-entropy" in last.prediction_note and "function_alignment" in last.prediction_note
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    header = metrics.read_text().splitlines()[0]
+    assert "ntk/learnability/function_alignment" in header and "ntk/drift/kernel_distance" in header
+
+
+def test_outputs_at_the_wrong_scale_for_a_squared_loss_are_explained():
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
+    x, labels = torch.randn(20, 4), torch.randint(0, 2, (20,))
+    tracker = ntkmonitor.NTKTracker(model, (x, labels), train_size=100)
+    tracker.reference()
+    with torch.no_grad():
+        model[2].weight.mul_(40.0)  # logits far beyond the one-hot targets, as cross-entropy makes them
+    snap = tracker.measure(step=5)
+    assert "larger than the target" in snap.prediction_note and "loss='cross_entropy'" in snap.prediction_note
