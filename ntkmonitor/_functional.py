@@ -272,7 +272,9 @@ class FunctionalModel:
         """``f(x[:2])[0] == f(x[:1])[0]``: the first dimension indexes independent examples."""
         scale = float(out1.abs().max()) if out1.numel() else 0.0
         gap = float((out2[:1] - out1).abs().max()) if out1.numel() else 0.0
-        tol = (1e-4 if self.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-9) * max(scale, 1e-6)
+        # round-off of batched kernels (cuBLAS/cuDNN may pick other algorithms for 1 and 2 examples, TF32 on
+        # Ampere+) stays far below this; mixing examples changes outputs by order one
+        tol = (5e-3 if self.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-7) * max(scale, 1e-6)
         if gap > tol:
             raise ModelOutputError(
                 f"Expected the examples of {name} to be independent (the output for {name}[0] must not depend on "
@@ -307,7 +309,8 @@ class FunctionalModel:
                 stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
                 # compiled submodules run eagerly: tracing them with other parameters would recompile (and
                 # change) the graphs that training uses
-                stack.enter_context(torch.compiler.set_stance("force_eager"))
+                if hasattr(torch.compiler, "set_stance"):  # torch >= 2.6; older releases measure _orig_mod only
+                    stack.enter_context(torch.compiler.set_stance("force_eager"))
                 model.eval()
                 torch.backends.mha.set_fastpath_enabled(False)
                 yield
