@@ -260,6 +260,13 @@ class FunctionalModel:
                 f"shape {tuple(outn.shape)}. The model must map a batch (n, ...) to outputs (n, ...)."
             )
         if n >= 2:
+            if outn.shape[1:] != out1.shape[1:]:
+                raise ModelOutputError(
+                    f"Expected the model's output per example to have one shape whatever the batch size, but got "
+                    f"{tuple(out1.shape[1:])} for one example and {tuple(outn.shape[1:])} for two. A batch-dependent "
+                    "shape (padding to the longest example in the batch, .squeeze() of the batch dimension) has no "
+                    "per-example NTK: pad to a fixed length, or squeeze only non-batch dimensions."
+                )
             self._check_independent(out1, outn, name)
         return ModelProfile(
             num_outputs=out1.shape[1],
@@ -270,7 +277,7 @@ class FunctionalModel:
 
     def _check_independent(self, out1: torch.Tensor, out2: torch.Tensor, name: str) -> None:
         """``f(x[:2])[0] == f(x[:1])[0]``: the first dimension indexes independent examples."""
-        scale = float(out1.abs().max()) if out1.numel() else 0.0
+        scale = max(float(out1.abs().max()), float(out2.abs().max())) if out1.numel() else 0.0
         gap = float((out2[:1] - out1).abs().max()) if out1.numel() else 0.0
         # round-off of batched kernels (cuBLAS/cuDNN may pick other algorithms for 1 and 2 examples, TF32 on
         # Ampere+) stays far below this; mixing examples changes outputs by order one

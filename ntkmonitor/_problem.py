@@ -84,7 +84,8 @@ class NTKMethod(str, Enum):
       faster method on the models measured (MLPs, small CNNs, Transformers on 2 CPU cores). Before its
       first use on a model, each method in cost order **proves it can run the model** on two examples;
       one that fails is skipped, with its reason kept (``ntkmonitor.kernel.method_report``) and a warning
-      that names the method used, and the next is tried (``JACOBIAN_LOOP`` is always last). When every
+      that names the method used, and the next is tried (``JACOBIAN_LOOP``, priced at 8x ``JACOBIAN``, comes
+      late). A method that passes the trial but fails the whole request is excluded and the next one runs. When every
       method fails, one :class:`~ntkmonitor.NTKMonitorError` gives each method's reason.
 
     Example:

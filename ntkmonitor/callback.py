@@ -29,7 +29,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,8 @@ def _first_loader(loaders: Any) -> Any:
 def _default_batch_to_xy(batch: Any) -> tuple[Any, torch.Tensor]:
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # dicts, and Hugging Face's BatchEncoding
+        batch = dict(batch)
         for xk, yk in (("x", "y"), ("input", "target"), ("inputs", "targets"), ("image", "label")):
             if xk in batch and yk in batch:
                 return batch[xk], batch[yk]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import _checks, _inputs
-from ._functional import FunctionalModel, OutputFn
+from ._functional import FunctionalModel, OutputFn, unwrap_compiled
 from .errors import InputError
 from .spectrum import _eigh_top
 
@@ -306,6 +306,10 @@ def linearization_error(
         >>> 0 <= err < 0.1
         True
     """
+    inner, names0 = unwrap_compiled(model, list(params0))
+    if inner is not model:  # torch.compile(model): the measured module's names lack the "_orig_mod." prefix
+        params0 = dict(zip(names0, params0.values(), strict=True))
+        params_t = dict(zip(unwrap_compiled(model, list(params_t))[1], params_t.values(), strict=True))
     pairs = _param_dicts(params0, params_t)
     if params is None:
         params = [name for name, _, _ in pairs]

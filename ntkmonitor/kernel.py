@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import _inputs
-from ._functional import FunctionalModel, OutputFn
+from ._functional import FunctionalModel, OutputFn, unwrap_compiled
 from ._jacobian import JacobianMethod
 from ._memory import memory_budget
 from ._ntk_vp import NTKVPMethod
@@ -75,6 +75,7 @@ def method_report(model: nn.Module) -> list[MethodChoice]:
         >>> choice.method in NTKMethod, choice.skipped  # nothing failed on this MLP
         (True, {})
     """
+    model, _ = unwrap_compiled(model)
     try:
         return list(_CHOICES.get(model, {}).values())
     except TypeError:  # a module that cannot be weakly referenced
@@ -116,7 +117,8 @@ def empirical_ntk(
             symmetric kernel.
         mode: ``"trace"`` -> ``(n1, n2)``, the mean over outputs of ``K[i, j, a, a]``;
             ``"diagonal"`` -> ``(n1, n2, k)``; ``"full"`` -> ``(n1, n2, k, k)``. See :class:`KernelMode`.
-        method: ``"auto"``, ``"jacobian"``, ``"ntk_vp"`` or ``"structured"``; see :class:`NTKMethod` for when each wins.
+        method: ``"auto"``, ``"jacobian"``, ``"ntk_vp"``, ``"structured"`` or ``"jacobian_loop"``; see
+            :class:`NTKMethod` for when each wins and how ``"auto"`` falls back.
         params: ``None`` for every parameter with ``requires_grad``; or a list of parameter names
             and/or module prefixes, e.g. ``["encoder", "head.weight"]`` (explicitly named frozen
             parameters are included).
@@ -215,50 +217,58 @@ def _signature(problem: KernelProblem) -> tuple:
     return (problem.mode, tuple(fm.names), fm.dtype, id(fm.output_fn), tuple(leaves), fm.device, tuple(_METHODS))
 
 
+def _reason(err: BaseException, limit: int = 300) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
+
+
 def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
-    """The kernel by ``method``; under ``auto``, a method that fails on the full request is excluded and the next
-    one runs. A concrete method's failure inside ``torch.func`` becomes an error that names the way around."""
+    """The kernel by ``method``. Under ``auto``, a method that passed the two-example trial but fails on this
+    request is excluded and the next one runs (never a method excluded before); the new choice is remembered only
+    once a method has succeeded, so one bad request (an out-of-range token id, say) changes nothing. A concrete
+    method's failure inside ``torch.func`` becomes an error that names the way around."""
     chosen = resolve_method(problem, method)
+    excluded: dict[str, str] = {}
+    first: BaseException | None = None
     while True:
         try:
-            return _METHODS[chosen].compute(problem)
+            result = _METHODS[chosen].compute(problem)
         except NTKMonitorError:
             raise
         except Exception as err:
-            why = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-            if method is NTKMethod.AUTO:  # it ran two examples but not this request: exclude it, choose again
-                chosen = _choose(problem, excluded={chosen.value: why})
-                continue
-            raise NTKMonitorError(
-                f"Expected method={chosen.value!r} to compute the kernel of {type(problem.fmodel.model).__name__}, "
-                f"but torch.func failed: {why}. method='auto' proves each method on two examples and falls back; "
-                "'jacobian_loop' runs models vmap cannot batch (attention masks with data-dependent control flow, "
-                "RNNs); 'ntk_vp' avoids vmap over examples."
-            ) from err
+            if method is not NTKMethod.AUTO:
+                raise NTKMonitorError(
+                    f"Expected method={chosen.value!r} to compute the kernel of {type(problem.fmodel.model).__name__}, "
+                    f"but torch.func failed: {_reason(err)}. method='auto' proves each method on two examples and "
+                    "falls back; 'jacobian_loop' runs models vmap cannot batch (attention masks with data-dependent "
+                    "control flow, RNNs); 'ntk_vp' avoids vmap over examples."
+                ) from err
+            first = first or err
+            excluded[chosen.value] = _reason(err)
+            chosen, skipped, _ = _select(problem, excluded)
+            if chosen is None:
+                reasons = "; ".join(f"{name}: {why}" for name, why in excluded.items())
+                raise NTKMonitorError(
+                    "Expected some kernel method to compute this request, but every method that runs two of its "
+                    f"examples failed on all of them ({reasons}). The first failure usually points at the input "
+                    "(e.g. a token id out of range, a shape that differs); the method choice is unchanged."
+                ) from first
+            continue
+        if excluded:  # a method succeeded after others failed on this request: remember it
+            _remember(problem, chosen, skipped)
+        return result
 
 
-def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None) -> NTKMethod:
-    """``auto``: the cheapest method that runs the model, proven on two examples before its first use.
-
-    ``excluded`` (method -> reason) failed on a full request after passing the trial: they are skipped now and
-    in the remembered choice.
-    """
+def _select(
+    problem: KernelProblem, excluded: dict[str, str]
+) -> tuple[NTKMethod | None, dict[str, str], KernelMemoryError | None]:
+    """The cheapest method not in ``excluded`` that computes two examples of ``problem``, the reasons of every
+    method skipped (``excluded`` included), and the last memory error met."""
     fm = problem.fmodel
-    key = _signature(problem)
-    try:
-        known = _CHOICES.setdefault(fm.model, {})
-    except TypeError:  # not weakly referenceable: choose every time
-        known = {}
-    excluded = dict(excluded or {})
-    if key in known:
-        if not excluded:
-            return known[key].method
-        excluded = {**{k: v for k, v in known[key].skipped.items() if k != "jacobian_loop"}, **excluded}
     costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
     two = min(problem.n1, 2)
     trial = dataclasses.replace(problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two)
     skipped: dict[str, str] = {}
-    chosen, memory_error = None, None
+    memory_error = None
     for m in sorted(costs, key=costs.__getitem__):
         if m.value in excluded:
             skipped[m.value] = excluded[m.value]
@@ -271,16 +281,46 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None) -> N
                 kernel = _METHODS[m].compute(trial)
         except KernelMemoryError as err:
             memory_error = err
-            skipped[m.value] = f"needs too much memory ({' '.join(str(err).split())[:200]})"
+            skipped[m.value] = f"needs too much memory ({_reason(err, 200)})"
             continue
         except Exception as err:  # noqa: BLE001 - the reason is kept and reported
-            skipped[m.value] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            skipped[m.value] = _reason(err)
             continue
         if not bool(torch.isfinite(kernel).all()) and m is not NTKMethod.JACOBIAN_LOOP:
             skipped[m.value] = "returned non-finite values on two examples"
             continue
-        chosen = m
-        break
+        return m, skipped, memory_error
+    return None, skipped, memory_error
+
+
+def _remember(problem: KernelProblem, chosen: NTKMethod, skipped: dict[str, str]) -> None:
+    """Keep the choice for this model and kind of request, and warn (once) when cheaper methods failed."""
+    fm = problem.fmodel
+    try:
+        _CHOICES.setdefault(fm.model, {})[_signature(problem)] = MethodChoice(method=chosen, skipped=skipped)
+    except TypeError:  # not weakly referenceable: nothing to keep
+        pass
+    failed = {name: why for name, why in skipped.items() if not why.startswith("does not apply")}
+    if failed:
+        warnings.warn(
+            f"empirical_ntk(method='auto'): using {chosen.value!r} for {type(fm.model).__name__}, because "
+            + "; ".join(f"{name!r} failed ({why})" for name, why in failed.items())
+            + ". Pass method=... to choose yourself; ntkmonitor.kernel.method_report(model) keeps the reasons.",
+            NTKMonitorWarning,
+            stacklevel=4,
+        )
+
+
+def _choose(problem: KernelProblem) -> NTKMethod:
+    """``auto``: the cheapest method that runs the model, proven on two examples before its first use."""
+    try:
+        known = _CHOICES.get(problem.fmodel.model, {})
+    except TypeError:  # not weakly referenceable: choose every time
+        known = {}
+    key = _signature(problem)
+    if key in known:
+        return known[key].method
+    chosen, skipped, memory_error = _select(problem, {})
     if chosen is None:
         if memory_error is not None and all(
             why.startswith(("needs too much memory", "does not apply")) for why in skipped.values()
@@ -292,16 +332,7 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None) -> N
             "Check that the model runs on a batch of these inputs outside inference mode, and report the model if "
             "it does: the reasons above say what torch.func could not do."
         )
-    known[key] = MethodChoice(method=chosen, skipped=skipped)
-    failed = {name: why for name, why in skipped.items() if not why.startswith("does not apply")}
-    if failed:
-        warnings.warn(
-            f"empirical_ntk(method='auto'): using {chosen.value!r} for {type(fm.model).__name__}, because "
-            + "; ".join(f"{name!r} failed ({why})" for name, why in failed.items())
-            + ". Pass method=... to choose yourself; ntkmonitor.kernel.method_report(model) keeps the reasons.",
-            NTKMonitorWarning,
-            stacklevel=3,
-        )
+    _remember(problem, chosen, skipped)
     return chosen
 
 
