@@ -39,17 +39,22 @@ def _ids(n: int, seq: int, vocab: int, seed: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def bert():
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
+def tiny_bert_config(**extra) -> transformers.BertConfig:
+    """A one-layer BERT small enough for the tests (no download)."""
+    return transformers.BertConfig(
         vocab_size=40,
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=24,
         max_position_embeddings=12,
+        **extra,
     )
-    return transformers.BertModel(config), _ids(3, 6, 40, 1), lambda out: out.last_hidden_state[:, 0, :3]
+
+
+def bert():
+    torch.manual_seed(0)
+    return transformers.BertModel(tiny_bert_config()), _ids(3, 6, 40, 1), lambda out: out.last_hidden_state[:, 0, :3]
 
 
 def gpt2():
@@ -424,16 +429,7 @@ class BertClassifier(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        config = transformers.BertConfig(
-            vocab_size=40,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=24,
-            max_position_embeddings=12,
-            num_labels=3,
-        )
-        self.model = transformers.BertForSequenceClassification(config)
+        self.model = transformers.BertForSequenceClassification(tiny_bert_config(num_labels=3))
 
     def forward(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
