@@ -109,7 +109,8 @@ Per-mode keys follow :data:`MODE_KEY`, per-parameter keys ``ntk/params/<name>/re
 
 MODE_KEY = "ntk/mode_{index:02d}/learnability_{kind}"
 """Per-mode key; ``index`` is the 0-based mode of the reference kernel, ``kind`` ``predicted``, ``actual``,
-``predicted_lower`` or ``predicted_upper``."""
+``relative`` (scale-free, see :attr:`Snapshot.mode_learnability_relative`), ``predicted_lower`` or
+``predicted_upper``."""
 
 
 
@@ -202,6 +203,9 @@ class Snapshot:
         mode_learnability_predicted_upper: upper ends.
         mode_learnability_actual: ``v_hat_i / v_i`` per reported mode (``nan`` where the target has
             negligible power in the mode).
+        mode_learnability_relative: ``mode_learnability_actual / learnability_actual``: how much of each mode is
+            learned relative to the target as a whole, scale-free (the spectral-bias profile of a classifier whose
+            logits have no fixed scale; 1 everywhere for a function proportional to the target).
         target_power: ``v_i^2`` (summed over outputs) of the target per reported mode.
         prediction_note: how the prediction was obtained, in plain words (resolved or extrapolated, and the
             probe size that would make a wide interval tight).
@@ -259,6 +263,7 @@ class Snapshot:
     mode_learnability_predicted_lower: list[float] = field(default_factory=list)
     mode_learnability_predicted_upper: list[float] = field(default_factory=list)
     mode_learnability_actual: list[float] = field(default_factory=list)
+    mode_learnability_relative: list[float] = field(default_factory=list)
     target_power: list[float] = field(default_factory=list)
     prediction_note: str = ""
 
@@ -297,6 +302,7 @@ class Snapshot:
         per_mode = (
             ("predicted", self.mode_learnability_predicted),
             ("actual", self.mode_learnability_actual),
+            ("relative", self.mode_learnability_relative),
             ("predicted_lower", self.mode_learnability_predicted_lower),
             ("predicted_upper", self.mode_learnability_predicted_upper),
         )
@@ -775,6 +781,9 @@ class NTKTracker:
             snap.mode_learnability_predicted_lower = [fill] * top
             snap.mode_learnability_predicted_upper = [fill] * top
         snap.mode_learnability_actual = modes.values[:top].tolist()
+        overall = snap.learnability_actual
+        scale = overall if math.isfinite(overall) and overall != 0 else math.nan
+        snap.mode_learnability_relative = [v / scale for v in snap.mode_learnability_actual]
         snap.target_power = self.coefficients0[:top].pow(2).sum(1).tolist()
 
         self._K_prev, self._step_prev = Kt, int(step)

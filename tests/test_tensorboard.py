@@ -336,6 +336,7 @@ def test_logged_keys_are_all_documented():
     patterns = {
         "ntk/mode_NN/learnability_predicted",
         "ntk/mode_NN/learnability_actual",
+        "ntk/mode_NN/learnability_relative",
         "ntk/mode_NN/learnability_predicted_lower",
         "ntk/mode_NN/learnability_predicted_upper",
         "ntk/params/<name>/relative_change",

@@ -533,3 +533,24 @@ def test_compiled_model_with_its_own_parameter_names():
     assert ntkmonitor.linearization_error(model, p0, pt, x) == pytest.approx(expected, rel=1e-12)
     _quiet(lambda: empirical_ntk(model, x))
     assert len(method_report(model)) == 1
+
+
+def test_per_mode_relative_learnability_is_scale_free():
+    """Per mode, (v_hat_i / v_i) / L: the same when the learned function is scaled, as cross-entropy scales logits
+    (checked against the projections computed here)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 2))
+    x, labels = torch.randn(40, 4), torch.randint(0, 2, (40,))
+    tracker = ntkmonitor.NTKTracker(model, (x, labels), train_size=100, loss="cross_entropy", top_k=4)
+    tracker.reference()
+    with torch.no_grad():
+        model[2].weight.add_(0.3 * torch.randn(2, 32))
+    snap = tracker.measure(step=1)
+    with torch.no_grad():
+        f_hat = model(x).double() - tracker.f0
+    y = tracker.target
+    v, v_hat = tracker.spectrum0.project(y), tracker.spectrum0.project(f_hat)
+    overall = float((y * f_hat).sum() / y.pow(2).sum())
+    for i, value in zip(snap.mode_indices, snap.mode_learnability_relative, strict=True):
+        expected = float((v_hat[i] * v[i]).sum() / v[i].pow(2).sum()) / overall
+        assert value == pytest.approx(expected, rel=1e-6) or (math.isnan(value) and v[i].norm() < 0.01 * v.norm())
