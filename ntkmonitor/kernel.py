@@ -48,15 +48,12 @@ class MethodChoice:
 
     Attributes:
         method: the method in use.
-        skipped: ``{method: reason}`` for the cheaper methods that failed their two-example trial (or do not
-            apply to the model).
+        skipped: ``{method: reason}`` for the methods that failed on this model: their two-example trial, or a
+            whole request after passing it.
     """
 
     method: NTKMethod
     skipped: dict[str, str]
-
-
-_CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, MethodChoice]] = weakref.WeakKeyDictionary()
 
 
 def method_report(model: nn.Module) -> list[MethodChoice]:
@@ -77,9 +74,10 @@ def method_report(model: nn.Module) -> list[MethodChoice]:
     """
     model, _ = unwrap_compiled(model)
     try:
-        return list(_CHOICES.get(model, {}).values())
+        states = _STATES.get(model, {})
     except TypeError:  # a module that cannot be weakly referenced
         return []
+    return [MethodChoice(method=st.last, skipped=dict(st.failed)) for st in states.values() if st.last is not None]
 
 
 def empirical_ntk(
@@ -223,7 +221,7 @@ def _reason(err: BaseException, limit: int = 300) -> str:
 
 def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
     """The kernel by ``method``. Under ``auto``, a method that passed the two-example trial but fails on this
-    request is excluded and the next one runs (never a method excluded before); the new choice is remembered only
+    request is excluded and the next one runs (never a method excluded before); the failure is remembered only
     once a method has succeeded, so one bad request (an out-of-range token id, say) changes nothing. A concrete
     method's failure inside ``torch.func`` becomes an error that names the way around."""
     chosen = resolve_method(problem, method)
@@ -244,8 +242,9 @@ def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
                 ) from err
             first = first or err
             excluded[chosen.value] = _reason(err)
-            chosen, skipped, _ = _select(problem, excluded)
-            if chosen is None:
+            try:
+                chosen = _choose(problem, excluded, remember=False)
+            except NTKMonitorError:
                 reasons = "; ".join(f"{name}: {why}" for name, why in excluded.items())
                 raise NTKMonitorError(
                     "Expected some kernel method to compute this request, but every method that runs two of its "
@@ -253,87 +252,99 @@ def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
                     "(e.g. a token id out of range, a shape that differs); the method choice is unchanged."
                 ) from first
             continue
-        if excluded:  # a method succeeded after others failed on this request: remember it
-            _remember(problem, chosen, skipped)
+        if excluded:  # a method succeeded after others failed on this request: remember those failures
+            _state(problem).failed.update(excluded)
+            _report(problem, chosen)
         return result
 
 
-def _select(
-    problem: KernelProblem, excluded: dict[str, str]
-) -> tuple[NTKMethod | None, dict[str, str], KernelMemoryError | None]:
-    """The cheapest method not in ``excluded`` that computes two examples of ``problem``, the reasons of every
-    method skipped (``excluded`` included), and the last memory error met."""
+@dataclasses.dataclass
+class _AutoState:
+    """What ``auto`` learned about one model and kind of request: methods proven to run it, methods that failed."""
+
+    proven: set[str] = dataclasses.field(default_factory=set)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    warned: set[str] = dataclasses.field(default_factory=set)
+    last: NTKMethod | None = None
+
+
+_STATES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _AutoState]] = weakref.WeakKeyDictionary()
+
+
+def _state(problem: KernelProblem) -> _AutoState:
+    try:
+        per_model = _STATES.setdefault(problem.fmodel.model, {})
+    except TypeError:  # not weakly referenceable: learn nothing across calls
+        per_model = {}
+    return per_model.setdefault(_signature(problem), _AutoState())
+
+
+def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, remember: bool = True) -> NTKMethod:
+    """``auto``: the cheapest method (by the cost model, for this request's size) that runs the model.
+
+    A method runs a two-example trial the first time it would be chosen for a model and kind of request; its
+    success or failure (with the reason) is remembered, so later calls only rank the costs. ``excluded`` (method
+    -> reason) are skipped for this call only.
+    """
     fm = problem.fmodel
+    state = _state(problem)
     costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
-    two = min(problem.n1, 2)
-    trial = dataclasses.replace(problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two)
-    skipped: dict[str, str] = {}
+    skip = {**state.failed, **(excluded or {})}
+    trial = None
     memory_error = None
     for m in sorted(costs, key=costs.__getitem__):
-        if m.value in excluded:
-            skipped[m.value] = excluded[m.value]
+        if m.value in skip or costs[m] == float("inf"):
             continue
-        if costs[m] == float("inf"):
-            skipped[m.value] = "does not apply to this model (no parameter it handles)"
-            continue
+        if m.value in state.proven:
+            return _chosen(problem, state, m, remember)
+        if trial is None:
+            two = min(problem.n1, 2)
+            trial = dataclasses.replace(problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two)
         try:
             with fm.measuring():
                 kernel = _METHODS[m].compute(trial)
-        except KernelMemoryError as err:
+        except KernelMemoryError as err:  # not a property of the model: not remembered
             memory_error = err
-            skipped[m.value] = f"needs too much memory ({_reason(err, 200)})"
             continue
         except Exception as err:  # noqa: BLE001 - the reason is kept and reported
-            skipped[m.value] = _reason(err)
+            state.failed[m.value] = _reason(err)
             continue
         if not bool(torch.isfinite(kernel).all()) and m is not NTKMethod.JACOBIAN_LOOP:
-            skipped[m.value] = "returned non-finite values on two examples"
+            state.failed[m.value] = "returned non-finite values on two examples"
             continue
-        return m, skipped, memory_error
-    return None, skipped, memory_error
+        state.proven.add(m.value)
+        return _chosen(problem, state, m, remember)
+    if memory_error is not None:
+        raise memory_error
+    reasons = "; ".join(f"{name}: {why}" for name, why in {**state.failed, **(excluded or {})}.items())
+    raise NTKMonitorError(
+        f"Expected some kernel method to run this model, but every one failed on two examples ({reasons}). Check "
+        "that the model runs on a batch of these inputs outside inference mode, and report the model if it does: "
+        "the reasons above say what torch.func could not do."
+    )
 
 
-def _remember(problem: KernelProblem, chosen: NTKMethod, skipped: dict[str, str]) -> None:
-    """Keep the choice for this model and kind of request, and warn (once) when cheaper methods failed."""
-    fm = problem.fmodel
-    try:
-        _CHOICES.setdefault(fm.model, {})[_signature(problem)] = MethodChoice(method=chosen, skipped=skipped)
-    except TypeError:  # not weakly referenceable: nothing to keep
-        pass
-    failed = {name: why for name, why in skipped.items() if not why.startswith("does not apply")}
-    if failed:
+def _chosen(problem: KernelProblem, state: _AutoState, method: NTKMethod, remember: bool) -> NTKMethod:
+    """Record ``method`` as the choice (and warn about new failures) unless the caller does so after success."""
+    if remember:
+        _report(problem, method)
+    return method
+
+
+def _report(problem: KernelProblem, method: NTKMethod) -> None:
+    """Record the choice for :func:`method_report` and warn once about each newly failed cheaper method."""
+    state = _state(problem)
+    state.last = method
+    new = {name: why for name, why in state.failed.items() if name not in state.warned}
+    if new:
+        state.warned.update(new)
         warnings.warn(
-            f"empirical_ntk(method='auto'): using {chosen.value!r} for {type(fm.model).__name__}, because "
-            + "; ".join(f"{name!r} failed ({why})" for name, why in failed.items())
+            f"empirical_ntk(method='auto'): using {method.value!r} for {type(problem.fmodel.model).__name__}, "
+            "because " + "; ".join(f"{name!r} failed ({why})" for name, why in new.items())
             + ". Pass method=... to choose yourself; ntkmonitor.kernel.method_report(model) keeps the reasons.",
             NTKMonitorWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-
-
-def _choose(problem: KernelProblem) -> NTKMethod:
-    """``auto``: the cheapest method that runs the model, proven on two examples before its first use."""
-    try:
-        known = _CHOICES.get(problem.fmodel.model, {})
-    except TypeError:  # not weakly referenceable: choose every time
-        known = {}
-    key = _signature(problem)
-    if key in known:
-        return known[key].method
-    chosen, skipped, memory_error = _select(problem, {})
-    if chosen is None:
-        if memory_error is not None and all(
-            why.startswith(("needs too much memory", "does not apply")) for why in skipped.values()
-        ):
-            raise memory_error
-        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
-        raise NTKMonitorError(
-            f"Expected some kernel method to run this model, but every one failed on two examples ({reasons}). "
-            "Check that the model runs on a batch of these inputs outside inference mode, and report the model if "
-            "it does: the reasons above say what torch.func could not do."
-        )
-    _remember(problem, chosen, skipped)
-    return chosen
 
 
 def _mirror_upper(kernel: torch.Tensor, mode: KernelMode) -> torch.Tensor:

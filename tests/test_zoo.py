@@ -554,3 +554,18 @@ def test_per_mode_relative_learnability_is_scale_free():
     for i, value in zip(snap.mode_indices, snap.mode_learnability_relative, strict=True):
         expected = float((v_hat[i] * v[i]).sum() / v[i].pow(2).sum()) / overall
         assert value == pytest.approx(expected, rel=1e-6) or (math.isnan(value) and v[i].norm() < 0.01 * v.norm())
+
+
+def test_auto_ranks_by_the_cost_of_each_request_not_the_first_one():
+    """Regression: the tracker's warm-up on two examples fixed the method for every later request, so the probe's
+    256-point kernels ran 10x slower (ntk_vp instead of structured)."""
+    from ntkmonitor._problem import NTKMethod
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
+    x = torch.randn(256, 16)
+    empirical_ntk(model, x[:2])
+    small = method_report(model)[0].method
+    empirical_ntk(model, x)
+    assert method_report(model)[0].method is NTKMethod.STRUCTURED  # the cost model's pick at n = 256
+    assert small is not None
