@@ -179,6 +179,12 @@ class FunctionalModel:
         self.dtype = compute_dtype(model, self.names, dtype)
         named = dict(model.named_parameters())
         self.device = named[self.names[0]].device
+        if self.device.type == "meta":
+            raise InputError(
+                "Expected the model's parameters to hold values, but they are on the 'meta' device (shapes only), "
+                "so there is no kernel to compute. Materialize them first: model.to_empty(device='cpu') and then "
+                "load_state_dict(...), or build the model outside torch.device('meta')."
+            )
         selected = set(self.names)
 
         def _const(t: torch.Tensor) -> torch.Tensor:

@@ -324,13 +324,47 @@ def _learning_curve(tracker: NTKTracker, args: argparse.Namespace, n_max: int, p
     return curve
 
 
-def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    if args.probe_size < 2:
-        raise UsageError(f"--probe-size: expected an int >= 2, but got {args.probe_size}.")
+def _check_args(args: argparse.Namespace) -> None:
+    """Every flag a mistake can be caught in without loading anything: one line, exit 2, before any kernel work."""
+    if args.probe_size < 3:  # as NTKMonitor(probe_size=...): a smaller probe gives no spectrum or prediction
+        raise UsageError(f"--probe-size: expected an int >= 3, but got {args.probe_size}. Use a few hundred points.")
     if args.train_size is not None and args.train_size < 1:
         raise UsageError(f"--train-size: expected a positive int, but got {args.train_size}.")
-    if args.ridge < 0:
-        raise UsageError(f"--ridge: expected a number >= 0, but got {args.ridge}.")
+    if not math.isfinite(args.ridge) or args.ridge < 0:
+        raise UsageError(f"--ridge: expected a finite number >= 0, but got {args.ridge}.")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k: expected a positive int (modes reported per checkpoint), but got {args.top_k}.")
+    if getattr(args, "n_points", 2) < 2:
+        raise UsageError(f"--n-points: expected an int >= 2 (points of the learning curve), but got {args.n_points}.")
+    if getattr(args, "n_max", None) is not None and args.n_max < 1:
+        raise UsageError(f"--n-max: expected a positive int, but got {args.n_max}.")
+    for flag, spec in (("--model", args.model), ("--lightning-module", args.lightning_module)):
+        if spec is not None and (":" not in spec or not spec.rpartition(":")[0] or not spec.rpartition(":")[2]):
+            raise UsageError(
+                f"{flag}: expected MODULE:NAME with both parts (e.g. mypkg.models:make_net or "
+                f"path/to/file.py:make_net), but got {spec!r}."
+            )
+    _check_out(args.out)
+
+
+def _check_out(out: str) -> None:
+    """``--out`` must name a directory that can be created or written, never the current one by accident."""
+    if not out or not out.strip():
+        raise UsageError("--out: expected a directory name, but got an empty string. Pass --out DIR.")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out: {out!r} is an existing file, not a directory. Pass a new or existing directory.")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out: {out!r} lies below the file {str(parent)!r}. Pass a directory path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out: {str(parent)!r} is not writable. Pass a directory you can write to.")
+
+
+def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    _check_args(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device: cuda was asked for but torch sees no CUDA device. Use --device cpu.")
     checkpoints = []

@@ -233,3 +233,41 @@ def test_audit_of_a_classifier_labels_the_mse_theory_and_reports_the_alignment(w
     assert "cross-entropy" in last["prediction_note"] and -1 <= last["function_alignment"] <= 1
     assert "Alignment with the target" in (workspace / "ce" / "report.html").read_text()
     assert main(_audit_args("bad", "--loss", "l1")) == 2  # argparse: one line, exit 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--probe-size", "2"], "--probe-size"),
+        (["--top-k", "0"], "--top-k"),
+        (["--ridge", "nan"], "--ridge"),
+        (["--ridge", "-1"], "--ridge"),
+        (["--train-size", "0"], "--train-size"),
+    ],
+)
+def test_bad_numbers_exit_2_with_one_line_naming_the_flag(workspace, capsys, extra, flag):
+    assert main(_audit_args("out", *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and "Traceback" not in err
+    assert not (workspace / "out").exists()
+
+
+def test_bad_out_and_model_specs_exit_2_before_any_kernel_work(workspace, capsys):
+    (workspace / "afile").write_text("keep me")
+    cases = [
+        (_audit_args(""), "--out"),
+        (_audit_args("afile"), "--out"),
+        (_audit_args("afile/below"), "--out"),
+        ([a if a != "netdef.py:make" else ":make" for a in _audit_args("o1")], "--model"),
+        ([a if a != "netdef.py:make" else "netdef.py:" for a in _audit_args("o2")], "--model"),
+        (
+            ["predict", "--model", "netdef.py:make", "--data", "data.pt", "--out", "o3", "--n-points", "-4"],
+            "--n-points",
+        ),
+    ]
+    for argv, flag in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and flag in err, err
+    assert (workspace / "afile").read_text() == "keep me"
+    assert not any((workspace / name).exists() for name in ("o1", "o2", "o3"))

@@ -419,3 +419,10 @@ def test_multidimensional_outputs_are_flattened_to_k(method):
     assert K.shape == (4, 4, 6, 6)
     ref = reference.kernel(model, x, mode="full")
     assert rel_err(K, ref) <= KERNEL_RTOL[torch.float64]
+
+
+def test_a_model_on_the_meta_device_is_refused_clearly():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(ntkmonitor.InputError, match="'meta' device"):
+        empirical_ntk(model, torch.randn(5, 3))
