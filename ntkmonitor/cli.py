@@ -150,13 +150,22 @@ def _import_object(spec: str, arg: str) -> Any:
         try:
             if module_name.endswith(".py"):
                 path = Path(module_name)
-                if not path.is_file():
-                    raise UsageError(f"{arg}: file {module_name!r} does not exist. Check the path.")
+                _existing_file(module_name, arg, "Python file")
                 module_spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(module_spec)
+                # registered while it runs: dataclasses (with `from __future__ import annotations`), pickling and
+                # typing look the module up in sys.modules by name
+                previous = sys.modules.get(module_spec.name)
+                sys.modules[module_spec.name] = module
                 sys.path.insert(0, str(path.resolve().parent))
                 try:
                     module_spec.loader.exec_module(module)
+                except BaseException:
+                    if previous is None:
+                        sys.modules.pop(module_spec.name, None)
+                    else:
+                        sys.modules[module_spec.name] = previous
+                    raise
                 finally:
                     sys.path.remove(str(path.resolve().parent))
             else:
@@ -175,9 +184,16 @@ def _import_object(spec: str, arg: str) -> Any:
     return getattr(module, attr)
 
 
-def _load_file(path: str, arg: str, trust: bool) -> Any:
+def _existing_file(path: str, arg: str, kind: str = "file") -> None:
+    """A clear one-line error for a path that is missing or a directory."""
+    if Path(path).is_dir():
+        raise UsageError(f"{arg}: {path!r} is a directory. Pass a {kind} inside it.")
     if not Path(path).is_file():
-        raise UsageError(f"{arg}: file {path!r} does not exist. Pass an existing file.")
+        raise UsageError(f"{arg}: file {path!r} does not exist. Pass an existing {kind}.")
+
+
+def _load_file(path: str, arg: str, trust: bool) -> Any:
+    _existing_file(path, arg)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -247,8 +263,7 @@ def _load_data(spec: str) -> dict[str, torch.Tensor]:
     if spec.endswith((".pt", ".pth")):
         data = _load_file(spec, "--data", trust=False)
     elif spec.endswith(".npz"):
-        if not Path(spec).is_file():
-            raise UsageError(f"--data: file {spec!r} does not exist. Pass an existing .pt or .npz file.")
+        _existing_file(spec, "--data", ".pt or .npz file")
         with np.load(spec, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
     elif ":" in spec:

@@ -271,3 +271,44 @@ def test_bad_out_and_model_specs_exit_2_before_any_kernel_work(workspace, capsys
         assert len(err.splitlines()) == 1 and flag in err, err
     assert (workspace / "afile").read_text() == "keep me"
     assert not any((workspace / name).exists() for name in ("o1", "o2", "o3"))
+
+
+def test_a_model_file_with_future_annotations_and_a_dataclass_loads(workspace):
+    """Regression (issue 14, item 7): the file was executed without being registered in sys.modules, and
+    dataclasses could not resolve its string annotations."""
+    (workspace / "dcnet.py").write_text(
+        textwrap.dedent(
+            """
+            from __future__ import annotations
+
+            from dataclasses import dataclass
+
+            import torch
+            from torch import nn
+
+
+            @dataclass
+            class Config:
+                width: int = 32
+                outputs: int = 3
+
+
+            def make(config: Config | None = None) -> nn.Module:
+                config = config or Config()
+                torch.manual_seed(0)
+                return nn.Sequential(nn.Linear(5, config.width), nn.Tanh(), nn.Linear(config.width, config.outputs))
+            """
+        )
+    )
+    argv = [a if a != "netdef.py:make" else "dcnet.py:make" for a in _audit_args("dc")]
+    assert main(argv) == 0
+    assert (workspace / "dc" / "report.json").is_file()
+
+
+def test_a_directory_given_as_data_is_named_a_directory(workspace, capsys):
+    """Regression (issue 14, item 10): a directory was reported as a file that does not exist."""
+    (workspace / "bdir.pt").mkdir()
+    argv = [a if a != "data.pt" else "bdir.pt" for a in _audit_args("d2")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--data" in err and "is a directory" in err
