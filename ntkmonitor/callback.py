@@ -344,18 +344,14 @@ class _NTKMonitorLogic:
         """
         pilot = self.tracker.M
         kernel_s, analysis_s = self._with_grad(self.tracker.measurement_cost)
-        size, best = pilot, pilot
-        while size * 2 <= min(self.max_probe_size, available):
-            size *= 2
+        limit = min(self.max_probe_size, available)
+        size = best = pilot
+        while size < limit:
+            size = min(2 * size, limit)  # the last step may be partial: up to the dataset or the cap
             r = size / pilot
             if kernel_s * r**2 + analysis_s * r**3 > self.probe_seconds:
                 break
             best = size
-        if best == pilot and available > pilot and self.max_probe_size > pilot:
-            size = min(self.max_probe_size, available)
-            r = size / pilot
-            if kernel_s * r**2 + analysis_s * r**3 <= self.probe_seconds:  # a last partial step (odd sizes)
-                best = size
         return best
 
     def _probe(self, trainer: Any) -> tuple[tuple[Any, torch.Tensor], bool, Any]:

@@ -244,7 +244,6 @@ class _Point:
     """One prediction from one probe and one edge: the functions at the solved ``kappa``."""
 
     kappa: float
-    D1: float
     D2: float
     B: np.ndarray  # (k,)
     A2: np.ndarray  # (k,)
@@ -255,9 +254,9 @@ def _point(res: _Resolvent, n: float, ridge: float, edge: float) -> _Point:
     lam = res.solve(n, ridge, edge)
     if lam is not None:
         kappa, D1, D2, B, A2 = res.at(np.array([lam]))
-        return _Point(float(kappa[0]), float(D1[0]), float(D2[0]), B[0], A2[0], "resolved")
+        return _Point(float(kappa[0]), float(D2[0]), B[0], A2[0], "resolved")
     if res.finite:  # ridgeless, n >= rank: least squares on the rank features
-        return _Point(0.0, float(res.rank), float(res.rank), res.residual, res.residual, "finite-rank")
+        return _Point(0.0, float(res.rank), res.residual, res.residual, "finite-rank")
     # power-law continuation from the edge
     kappa_e, D1_e, D2_e, B_e, A2_e = res.at_edge(edge)
     kappa_e, D1_e = float(kappa_e), float(D1_e)
@@ -275,7 +274,7 @@ def _point(res: _Resolvent, n: float, ridge: float, edge: float) -> _Point:
     x = math.exp(0.5 * (a + b))
     D1 = D1_e * x ** (-s)
     B = B_e * x**g
-    return _Point(kappa_e * x, D1, (1.0 - s) * D1, B, (1.0 - g) * B, "extrapolated")
+    return _Point(kappa_e * x, (1.0 - s) * D1, B, (1.0 - g) * B, "extrapolated")
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -525,7 +524,7 @@ class ProbeEstimator:
                 f"Expected a probe of at least {_MIN_POINTS} points to estimate predictions, but got {M}. Use a "
                 "larger probe (probe_size=... / --probe-size)."
             )
-        target, self._flat = _checks.targets(y, M, "y")
+        target, _ = _checks.targets(y, M, "y")
         if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
             raise InputError(f"Expected resamples to be an int >= 0, but got {resamples!r}.")
         confidence = _checks.real_number(confidence, "confidence", strict=True)

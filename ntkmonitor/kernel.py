@@ -290,30 +290,35 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
     state = _state(problem)
     costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
     skip = {**state.failed, **(excluded or {})}
-    trial = None
-    memory_error = None
+    trial, memory_error, chosen = None, None, None
     for m in sorted(costs, key=costs.__getitem__):
         if m.value in skip or costs[m] == float("inf"):
             continue
-        if m.value in state.proven:
-            return _chosen(problem, state, m, remember)
-        if trial is None:
-            two = min(problem.n1, 2)
-            trial = dataclasses.replace(problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two)
-        try:
-            with fm.measuring():
-                kernel = _METHODS[m].compute(trial)
-        except KernelMemoryError as err:  # not a property of the model: not remembered
-            memory_error = err
-            continue
-        except Exception as err:  # noqa: BLE001 - the reason is kept and reported
-            state.failed[m.value] = _reason(err)
-            continue
-        if not bool(torch.isfinite(kernel).all()) and m is not NTKMethod.JACOBIAN_LOOP:
-            state.failed[m.value] = "returned non-finite values on two examples"
-            continue
-        state.proven.add(m.value)
-        return _chosen(problem, state, m, remember)
+        if m.value not in state.proven:
+            if trial is None:
+                two = min(problem.n1, 2)
+                trial = dataclasses.replace(
+                    problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two
+                )
+            try:
+                with fm.measuring():
+                    kernel = _METHODS[m].compute(trial)
+            except KernelMemoryError as err:  # not a property of the model: not remembered
+                memory_error = err
+                continue
+            except Exception as err:  # noqa: BLE001 - the reason is kept and reported
+                state.failed[m.value] = _reason(err)
+                continue
+            if not bool(torch.isfinite(kernel).all()) and m is not NTKMethod.JACOBIAN_LOOP:
+                state.failed[m.value] = "returned non-finite values on two examples"
+                continue
+            state.proven.add(m.value)
+        chosen = m
+        break
+    if chosen is not None:
+        if remember:  # otherwise the caller records the choice once the whole request has succeeded
+            _report(problem, chosen)
+        return chosen
     if memory_error is not None:
         raise memory_error
     reasons = "; ".join(f"{name}: {why}" for name, why in {**state.failed, **(excluded or {})}.items())
@@ -322,13 +327,6 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
         "that the model runs on a batch of these inputs outside inference mode, and report the model if it does: "
         "the reasons above say what torch.func could not do."
     )
-
-
-def _chosen(problem: KernelProblem, state: _AutoState, method: NTKMethod, remember: bool) -> NTKMethod:
-    """Record ``method`` as the choice (and warn about new failures) unless the caller does so after success."""
-    if remember:
-        _report(problem, method)
-    return method
 
 
 def _report(problem: KernelProblem, method: NTKMethod) -> None:
