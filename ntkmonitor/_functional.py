@@ -145,6 +145,12 @@ def unwrap_compiled(model: nn.Module, params: Sequence[str] | str | None = None)
     return inner, params
 
 
+def _padding_without_tangent(module: nn.Embedding, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the output at ``module.padding_idx`` positions, detached (same values, no tangent)."""
+    mask = (args[0] == module.padding_idx).unsqueeze(-1)
+    return torch.where(mask, out.detach(), out)
+
+
 class FunctionalModel:
     """The model as a pure function of its selected parameters.
 
@@ -300,6 +306,27 @@ class FunctionalModel:
             )
 
     # ------------------------------------------------------------------ context
+    @contextlib.contextmanager
+    def reverse_mode_tangents(self) -> Iterator[None]:
+        """Forward-mode derivatives (``jvp``) that agree with reverse mode where PyTorch's backward deviates.
+
+        ``nn.Embedding(padding_idx=p)`` reads row ``p`` in its forward pass, but its backward gives that row
+        no gradient (training never updates it through the embedding). A ``jvp`` would differentiate the
+        read, so a kernel built from a ``vjp`` and a ``jvp`` mixes two Jacobians, which is wrong when the
+        weight is shared (a tied output layer). Inside this context the padding positions' outputs carry no
+        tangent; values are unchanged. The hooks are removed on exit.
+        """
+        handles = [
+            m.register_forward_hook(_padding_without_tangent)
+            for m in self.model.modules()
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
         """Eval-mode semantics, grad enabled, outside inference mode, RNG forked; all restored.

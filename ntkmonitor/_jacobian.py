@@ -61,9 +61,7 @@ def _jacobian(problem: KernelProblem, x: _inputs.Batch, ex: slice, out: slice, v
         jac = vmap(jacrev(f), in_dims=(None, 0))(fm.primals, block)
     else:  # no vmap anywhere: one example at a time, one output row at a time (chunk_size=1 loops)
         count = _inputs.validate_batch(block, "x")
-        rows = [
-            jacrev(f, chunk_size=1)(fm.primals, _inputs.tree_map(lambda t, i=i: t[i], block)) for i in range(count)
-        ]
+        rows = [jacrev(f, chunk_size=1)(fm.primals, _inputs.tree_map(lambda t, i=i: t[i], block)) for i in range(count)]
         jac = {name: torch.stack([r[name] for r in rows]) for name in rows[0]}
     return {name: j.reshape(j.shape[0], j.shape[1], -1) for name, j in jac.items()}
 

@@ -13,33 +13,86 @@ import torch
 from torch.func import jvp, vjp, vmap
 
 from . import _inputs
-from ._problem import KernelMode, KernelProblem, chunks, clamp_count
+from ._problem import KernelMode, KernelProblem, chunks
 
 _EFFICIENCY_PENALTY = 2.5
 """``jvp``/``vjp`` run at a lower FLOP rate than one matrix product; ``auto`` weights them by this."""
 
 
-def _plan(problem: KernelProblem) -> tuple[int, int, int]:
-    """``(x2 examples per column block, outputs per basis chunk, x1 rows per jvp)``."""
-    k, P, size = problem.k, problem.fmodel.num_params, problem.itemsize
+def _block_bytes(problem: KernelProblem, c: int, q: int, r: int) -> float:
+    """Bytes held for one block: ``c`` examples of ``x2``, ``q`` outputs, ``r`` rows of ``x1`` per ``jvp``.
+
+    ``c q`` vectors are live at once, each with the one-hot cotangent over the block (``c k``), the ``vjp``'s
+    intermediates (``c [activations]``), the parameter-space result (``P``) and the ``jvp``'s primal and tangent
+    activations over ``r`` rows (``2 r [activations]``); plus the block's forward residuals (``c [activations]``).
+    """
+    k, P = problem.k, problem.fmodel.num_params
     acts = max(problem.profile.activations_per_example, float(k))
-    n1 = problem.n1
+    return (c * q * (P + c * (k + acts) + 2 * r * acts) + c * acts) * problem.itemsize
+
+
+def _largest(fits, hi: int) -> int:  # noqa: ANN001 - a predicate on ints
+    """The largest ``v`` in ``[1, hi]`` with ``fits(v)`` (monotone), or 0 when even 1 does not fit."""
+    lo, top = 0, hi
+    while lo < top:
+        mid = (lo + top + 1) // 2
+        lo, top = (mid, top) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def _plan(problem: KernelProblem) -> tuple[int, int, int]:
+    """``(x2 examples per column block, outputs per basis chunk, x1 rows per jvp)`` within the memory budget.
+
+    The block shrinks in that order (examples, then outputs, then rows); a user's ``chunk_size`` fixes the
+    examples. When even one example, one output and one row exceed the budget, the block must still fit in the
+    memory available, or :class:`~ntkmonitor.KernelMemoryError` says so.
+    """
+    k, n1, budget = problem.k, problem.n1, problem.budget
     if problem.chunk_size is not None:
         c = min(problem.chunk_size, problem.n2)
+    else:
+        c = max(1, _largest(lambda v: _block_bytes(problem, v, k, n1) <= budget, problem.n2))
+    q = _largest(lambda v: _block_bytes(problem, c, v, n1) <= budget, k)
+    if q:
+        return c, q, n1
+    r = _largest(lambda v: _block_bytes(problem, c, 1, v) <= budget, n1)
+    if not r:
+        r = 1
         problem.check_fits(
-            c * k * (P + 2 * n1 * acts) * size,
-            f"the NTK-vector products of chunk_size={problem.chunk_size} examples x {k} outputs over {n1} rows",
-            "Pass a smaller chunk_size, or chunk_size=None to size blocks automatically.",
+            _block_bytes(problem, c, 1, 1),
+            f"the NTK-vector products of {c} example(s) x 1 output over 1 row",
+            "Pass a smaller chunk_size, use method='jacobian', or select fewer parameters with params=[...].",
         )
-        return c, k, n1
-    per_vector = (P + 2 * n1 * acts) * size
-    vectors = problem.budget / per_vector
-    if vectors >= k:
-        return clamp_count(vectors / k, problem.n2), k, n1
-    if vectors >= 1:
-        return 1, int(vectors), n1
-    rows = clamp_count((problem.budget / size - P) / (2 * acts), n1)
-    return 1, 1, rows
+    return c, 1, r
+
+
+def _pullback(fm, xb: _inputs.Batch):  # noqa: ANN001, ANN202 - FunctionalModel, the vjp function
+    return vjp(lambda p: fm(p, xb), fm.primals)[1]
+
+
+def _grads(fm, vjp_fn, cj: int, sb: slice, k: int) -> dict:  # noqa: ANN001
+    """``J2^T e_(j, b)`` for the block's ``cj`` examples and outputs ``sb``: ``{name: (cj qb, ...)}``, j-major."""
+    qb = sb.stop - sb.start
+    basis = torch.zeros(cj, qb, cj, k, dtype=fm.dtype, device=fm.device)
+    jj, bb = torch.meshgrid(torch.arange(cj), torch.arange(qb), indexing="ij")
+    basis[jj, bb, jj, bb + sb.start] = 1
+    (grads,) = vmap(vjp_fn)(basis.reshape(cj * qb, cj, k))
+    return grads
+
+
+def _block_grads(fm, xb: _inputs.Batch, vjp_fn, cj: int, sb: slice, k: int) -> dict:  # noqa: ANN001
+    """:func:`_grads`, with one example's non-finite derivatives kept to that example's columns.
+
+    The ``vjp`` of a block multiplies every example's intermediates by its cotangent, and ``0 * nan = nan``: one
+    example with a non-finite output or derivative would poison every column of its block. Such a block is
+    recomputed one example at a time, so the kernel is ``nan`` in that example's row and column only, as with
+    the Jacobian-based methods.
+    """
+    grads = _grads(fm, vjp_fn, cj, sb, k)
+    if cj == 1 or all(bool(torch.isfinite(g).all()) for g in grads.values()):
+        return grads
+    alone = [_grads(fm, _pullback(fm, _inputs.take(xb, slice(j, j + 1))), 1, sb, k) for j in range(cj)]
+    return {name: torch.cat([a[name] for a in alone]) for name in grads}
 
 
 class NTKVPMethod:
@@ -62,13 +115,10 @@ class NTKVPMethod:
         for sj in chunks(problem.n2, c):
             xb = _inputs.take(problem.xb, sj)
             cj = sj.stop - sj.start
-            _, vjp_fn = vjp(lambda p, xb=xb: fm(p, xb), fm.primals)
+            vjp_fn = _pullback(fm, xb)
             for sb in chunks(k, q):
                 qb = sb.stop - sb.start
-                basis = torch.zeros(cj, qb, cj, k, dtype=fm.dtype, device=fm.device)
-                jj, bb = torch.meshgrid(torch.arange(cj), torch.arange(qb), indexing="ij")
-                basis[jj, bb, jj, bb + sb.start] = 1
-                (grads,) = vmap(vjp_fn)(basis.reshape(cj * qb, cj, k))
+                grads = _block_grads(fm, xb, vjp_fn, cj, sb, k)
                 stop = sj.stop if problem.symmetric else problem.n1
                 for si in chunks(stop, r):
                     xa = _inputs.take(problem.x1, si)
@@ -76,7 +126,8 @@ class NTKVPMethod:
                     def push(g: dict, xa: _inputs.Batch = xa) -> torch.Tensor:
                         return jvp(lambda p: fm(p, xa), (fm.primals,), (g,))[1]
 
-                    cols = vmap(push)(grads).reshape(cj, qb, si.stop - si.start, k)
+                    with fm.reverse_mode_tangents():
+                        cols = vmap(push)(grads).reshape(cj, qb, si.stop - si.start, k)
                     if mode is KernelMode.FULL:
                         result[si, sj, :, sb] = cols.permute(2, 0, 3, 1)
                         continue

@@ -535,8 +535,10 @@ class ProbeEstimator:
             raise InputError(f"Expected edges to be fractions in [0, 1), but got {edges!r}.")
         self.tolerance = _tolerance(tolerance)
         if spectrum is not None and (not isinstance(spectrum, Spectrum) or not spectrum.complete or spectrum.M != M):
-            got = f"a Spectrum of rank {spectrum.rank} on {spectrum.M} points" if isinstance(spectrum, Spectrum) else (
-                type(spectrum).__name__
+            got = (
+                f"a Spectrum of rank {spectrum.rank} on {spectrum.M} points"
+                if isinstance(spectrum, Spectrum)
+                else (type(spectrum).__name__)
             )
             raise InputError(
                 f"Expected spectrum to be the complete Spectrum of K (eigendecompose(K) without top_k), but got {got}."

@@ -105,6 +105,10 @@ def empirical_ntk(
     every ``.grad`` and the global (CPU and CUDA) RNG state are exactly as before. It works under
     ``torch.no_grad()`` and ``torch.inference_mode()`` (it leaves inference mode internally).
 
+    **Non-finite values** stay where they arise, with every method: an example whose output or derivative is
+    ``nan``/``inf`` (a ``nan`` in its input, say) gives non-finite entries in its own row and column only, and
+    every other entry is what it would be without that example.
+
     Args:
         model: any ``nn.Module`` mapping a batch to outputs ``(n,)``, ``(n, k)`` or ``(n, ...)``
             (flattened to ``k`` outputs).
@@ -291,6 +295,7 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
     costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
     skip = {**state.failed, **(excluded or {})}
     trial, memory_error, chosen = None, None, None
+    reference: torch.Tensor | None = None
     for m in sorted(costs, key=costs.__getitem__):
         if m.value in skip or costs[m] == float("inf"):
             continue
@@ -309,9 +314,13 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
             except Exception as err:  # noqa: BLE001 - the reason is kept and reported
                 state.failed[m.value] = _reason(err)
                 continue
-            if not bool(torch.isfinite(kernel).all()) and m is not NTKMethod.JACOBIAN_LOOP:
-                state.failed[m.value] = "returned non-finite values on two examples"
-                continue
+            if m is not NTKMethod.JACOBIAN_LOOP:
+                if reference is None:
+                    reference = _reference(trial)
+                defect = _trial_defect(kernel, reference, fm.dtype)
+                if defect:
+                    state.failed[m.value] = defect
+                    continue
             state.proven.add(m.value)
         chosen = m
         break
@@ -329,6 +338,54 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
     )
 
 
+_TRIAL_TOLERANCE = {torch.float64: 1e-7}
+"""Largest relative gap (to the reference's largest entry) a method may show on its trial; 1e-3 otherwise."""
+
+_REFERENCE_PASSES = 256
+"""The trial is checked against per-example reverse mode when that takes at most this many backward passes."""
+
+
+def _reference(trial: KernelProblem) -> torch.Tensor:
+    """The trial kernel by per-example reverse mode (``jacobian_loop``), the derivatives training uses.
+
+    Every method must reproduce it: one whose derivatives deviate (forward mode through an op with a custom
+    backward, say) is caught before it is ever chosen. Empty when it would take more than
+    :data:`_REFERENCE_PASSES` backward passes (``2 k``: a language model's vocabulary) or fails.
+    """
+    if trial.n1 * trial.k > _REFERENCE_PASSES:
+        return torch.empty(0)
+    try:
+        with trial.fmodel.measuring():
+            return _METHODS[NTKMethod.JACOBIAN_LOOP].compute(trial)
+    except Exception:  # noqa: BLE001 - no reference: the trial checks what it can
+        return torch.empty(0)
+
+
+def _trial_defect(kernel: torch.Tensor, reference: torch.Tensor, dtype: torch.dtype) -> str:
+    """Why a method's trial kernel is not to be trusted (``""`` when it is), judged on the upper blocks.
+
+    Non-finite entries are the data's (``nan`` in an input) when the reference has them at the same places;
+    without a reference they disqualify the method. Finite entries must match the reference to
+    :data:`_TRIAL_TOLERANCE` of its largest entry.
+    """
+    n = kernel.shape[0]
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=kernel.device))
+    upper = upper.reshape(n, n, *([1] * (kernel.ndim - 2))).expand_as(kernel)
+    finite = torch.isfinite(kernel) | ~upper
+    if reference.shape != kernel.shape:
+        return "" if bool(finite.all()) else "returned non-finite values on two examples"
+    if not bool((finite == (torch.isfinite(reference) | ~upper)).all()):
+        return "returned non-finite values where per-example reverse mode is finite (or the reverse) on two examples"
+    both = upper & finite
+    if not bool(both.any()):
+        return ""
+    scale = float(reference[both].abs().max())
+    gap = float((kernel[both] - reference[both]).abs().max()) / (scale if scale > 0 else 1.0)
+    if gap > _TRIAL_TOLERANCE.get(dtype, 1e-3):
+        return f"disagreed with per-example reverse mode on two examples (relative gap {gap:.2g})"
+    return ""
+
+
 def _report(problem: KernelProblem, method: NTKMethod) -> None:
     """Record the choice for :func:`method_report` and warn once about each newly failed cheaper method."""
     state = _state(problem)
@@ -338,7 +395,8 @@ def _report(problem: KernelProblem, method: NTKMethod) -> None:
         state.warned.update(new)
         warnings.warn(
             f"empirical_ntk(method='auto'): using {method.value!r} for {type(problem.fmodel.model).__name__}, "
-            "because " + "; ".join(f"{name!r} failed ({why})" for name, why in new.items())
+            "because "
+            + "; ".join(f"{name!r} failed ({why})" for name, why in new.items())
             + ". Pass method=... to choose yourself; ntkmonitor.kernel.method_report(model) keeps the reasons.",
             NTKMonitorWarning,
             stacklevel=5,

@@ -434,13 +434,17 @@ def text_summary(snapshot: Snapshot) -> str:
         ("learnability: actual", _fmt(s.learnability_actual)),
         (
             "learnability: predicted from K0",
-            _with_interval(s.learnability_predicted_init, s.learnability_predicted_init_lower,
-                           s.learnability_predicted_init_upper),
+            _with_interval(
+                s.learnability_predicted_init, s.learnability_predicted_init_lower, s.learnability_predicted_init_upper
+            ),
         ),
         (
             "learnability: predicted from Kt",
-            _with_interval(s.learnability_predicted_current, s.learnability_predicted_current_lower,
-                           s.learnability_predicted_current_upper),
+            _with_interval(
+                s.learnability_predicted_current,
+                s.learnability_predicted_current_lower,
+                s.learnability_predicted_current_upper,
+            ),
         ),
         ("test MSE: actual", _fmt(s.test_mse_actual)),
         (
@@ -449,8 +453,9 @@ def text_summary(snapshot: Snapshot) -> str:
         ),
         (
             "test MSE: predicted from Kt",
-            _with_interval(s.test_mse_predicted_current, s.test_mse_predicted_current_lower,
-                           s.test_mse_predicted_current_upper),
+            _with_interval(
+                s.test_mse_predicted_current, s.test_mse_predicted_current_lower, s.test_mse_predicted_current_upper
+            ),
         ),
         ("ridge of the prediction", _fmt(s.ridge)),
     ]

@@ -113,7 +113,6 @@ MODE_KEY = "ntk/mode_{index:02d}/learnability_{kind}"
 ``predicted_upper``."""
 
 
-
 _VERDICT_CODES = {"lazy": 0.0, "drifting": 1.0, "feature-learning": 2.0}
 
 

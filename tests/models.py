@@ -80,6 +80,24 @@ class TiedNet(nn.Module):
         return self.out(torch.tanh(self.inp(torch.tanh(self.inp(x)))))
 
 
+class TiedPaddingLM(nn.Module):
+    """Token embedding with ``padding_idx``, tied to the bias-free output layer (a language model's head).
+
+    The backward pass gives the padding row no gradient through the embedding, but the forward pass reads it:
+    forward- and reverse-mode derivatives differ unless the padding positions carry no tangent.
+    """
+
+    def __init__(self, vocab: int = 5, dim: int = 3) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim, padding_idx=0)
+        self.mix = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.mix(self.emb(ids)))).mean(1)
+
+
 class TwoInputNet(nn.Module):
     """``forward(a, b)``: positional inputs (a tuple batch) or keywords (a dict batch)."""
 
@@ -136,6 +154,12 @@ def make(kind: str):
     if kind == "tied":
         torch.manual_seed(0)
         return TiedNet(), _x(5, 1), _x(3, 2), None, None
+    if kind == "tied_padding":
+        torch.manual_seed(0)
+        ids = torch.randint(1, 5, (8, 4), generator=g)
+        ids[::2, -1] = 0  # padding at the end of every other sequence
+        ids[1, 0] = 0
+        return TiedPaddingLM(), ids[:5], ids[5:], None, None
     if kind == "tuple_input":
         torch.manual_seed(0)
         a, b = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
@@ -158,6 +182,7 @@ KINDS = [
     "frozen",
     "subset",
     "tied",
+    "tied_padding",
     "tuple_input",
     "dict_input",
     "dict_output",

@@ -426,3 +426,167 @@ def test_a_model_on_the_meta_device_is_refused_clearly():
         model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
     with pytest.raises(ntkmonitor.InputError, match="'meta' device"):
         empirical_ntk(model, torch.randn(5, 3))
+
+
+# --------------------------------------------------------------------------- issue 14: numbers and memory
+class _WrongTangent(torch.autograd.Function):
+    """``y = 2 x`` whose forward-mode derivative is deliberately ``3``: forward and reverse mode disagree."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return 3 * tangent
+
+
+class _WrongTangentNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.b(_WrongTangent.apply(torch.tanh(self.a(x))))
+
+
+def test_auto_refuses_a_method_that_disagrees_with_reverse_mode_on_its_trial(monkeypatch):
+    from ntkmonitor import _ntk_vp, kernel
+
+    torch.manual_seed(0)
+    model, x = _WrongTangentNet(), torch.randn(6, 4)
+    monkeypatch.setattr(_ntk_vp.NTKVPMethod, "cost", lambda self, problem: 0.0)  # tried first
+    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="ntk_vp"):
+        K = empirical_ntk(model, x, mode="full", dtype=torch.float64)
+    (choice,) = kernel.method_report(model)
+    assert choice.method is not NTKMethod.NTK_VP
+    assert "disagreed with per-example reverse mode" in choice.skipped["ntk_vp"]
+    assert rel_err(K, reference.kernel(model, x, mode="full")) <= KERNEL_RTOL[torch.float64]
+
+
+class _SqrtNet(nn.Module):
+    """Finite output, infinite derivative where ``|x| = 0`` (``sqrt`` at 0): a non-finite gradient only."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return torch.sqrt(self.lin(x) ** 2 * (x[:, :1] != 0) + 0.0) + self.lin(x)
+
+
+@pytest.mark.parametrize("source", ["nan_input", "infinite_derivative"])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["x2=None", "x2!=x1"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", ["jacobian", "ntk_vp", "structured", "jacobian_loop"])
+def test_a_non_finite_example_spoils_only_its_own_row_and_column(method, mode, symmetric, source):
+    torch.manual_seed(0)
+    if source == "nan_input":
+        model, x = models.mlp(), torch.randn(5, 6)
+        x[2, 1] = float("nan")
+    else:
+        model, x = _SqrtNet(), torch.randn(5, 3)
+        x[2, 0] = 0.0
+    x2 = torch.cat([x[3:], x[:2]]) if not symmetric else None  # example 2 appears in x1 only
+    K = empirical_ntk(model, x, x2, mode=mode, method=method, dtype=torch.float64)
+    bad = ~torch.isfinite(K)
+    bad = bad.reshape(*K.shape[:2], -1).any(-1)
+    expected = torch.zeros_like(bad)
+    expected[2] = True
+    if symmetric:
+        expected[:, 2] = True
+    assert torch.equal(bad, expected)
+    keep = [0, 1, 3, 4]
+    clean = empirical_ntk(model, x[keep], None if symmetric else x2, mode=mode, method="jacobian", dtype=torch.float64)
+    rows = K[keep][:, keep] if symmetric else K[keep]
+    assert rel_err(rows, clean) <= METHOD_AGREEMENT_RTOL[torch.float64] * 100
+
+
+def test_ntk_vp_sizes_its_blocks_within_the_budget_including_its_basis(tmp_path):
+    """1 x 2000 points of Linear(2, 50) in full mode: the old plan asked for one 40 GB basis."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import resource, torch, ntkmonitor\n"
+        "torch.manual_seed(0)\n"
+        "m, x1, x2 = torch.nn.Linear(2, 50), torch.randn(1, 2), torch.randn(2000, 2)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "K = ntkmonitor.empirical_ntk(m, x1, x2, mode='full', method='ntk_vp')\n"
+        "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024\n"
+        "ref = ntkmonitor.empirical_ntk(m, x1, x2, mode='full', method='jacobian')\n"
+        "print(grown, float((K - ref).abs().max() / ref.abs().max()))\n"
+    )
+    env = {**__import__("os").environ, "NTKMONITOR_MEMORY_BUDGET": "64MB", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown_mib, gap = map(float, out.stdout.split())
+    # the result and its working copy are 2 x 19 MiB; blocks add at most the 64 MB budget, plus allocator slack
+    assert grown_mib < 400, grown_mib
+    assert gap <= 1e-5
+
+
+@pytest.mark.parametrize("rows", [1, 7])
+def test_ntk_vp_plan_respects_a_tiny_budget(rows, monkeypatch):
+    from ntkmonitor import _ntk_vp
+
+    monkeypatch.setenv("NTKMONITOR_MEMORY_BUDGET", "20000")
+    torch.manual_seed(0)
+    model, x1, x2 = models.mlp(), torch.randn(rows, 6), torch.randn(9, 6)
+    calls = []
+    real = _ntk_vp._block_bytes
+    monkeypatch.setattr(_ntk_vp, "_block_bytes", lambda p, c, q, r: calls.append((c, q, r)) or real(p, c, q, r))
+    K = empirical_ntk(model, x1, x2, mode="full", method="ntk_vp", dtype=torch.float64)
+    assert rel_err(K, reference.kernel(model, x1, x2, mode="full")) <= KERNEL_RTOL[torch.float64]
+    assert calls  # the plan was sized, and the result is still exact
+
+
+def test_process_memory_limit_gives_kernel_memory_error_not_an_allocator_failure(tmp_path):
+    """Under ``ulimit -v`` (RLIMIT_AS) the early check must see the limit, not the machine's free memory."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "limited.py"
+    script.write_text(
+        "import resource, torch, ntkmonitor\n"
+        "vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    ntkmonitor.empirical_ntk(torch.nn.Linear(3, 40), torch.randn(600, 3), mode='full')\n"
+        "except ntkmonitor.KernelMemoryError as err:\n"
+        "    print('KernelMemoryError', err)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("KernelMemoryError") and "4.3 GiB" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"memory.max": "1000000\n", "memory.current": "250000\n"}, 750000),
+        ({"memory.max": "max\n", "memory.current": "250000\n"}, None),
+        ({"memory/memory.limit_in_bytes": "4096\n", "memory/memory.usage_in_bytes": "96\n"}, 4000),
+        ({"memory/memory.limit_in_bytes": str(2**63 - 4096) + "\n"}, None),
+        ({}, None),
+    ],
+    ids=["v2", "v2-unlimited", "v1", "v1-unlimited", "none"],
+)
+def test_cgroup_headroom_reads_v1_and_v2_limits(tmp_path, files, expected):
+    from ntkmonitor._memory import cgroup_headroom
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_headroom(tmp_path) == expected
