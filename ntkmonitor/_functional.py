@@ -199,8 +199,17 @@ class FunctionalModel:
                 t = t.to(self.dtype)
             return t
 
-        self.primals = {n: _const(named[n]) for n in self.names}
-        self.constants = {n: _const(p) for n, p in named.items() if n not in selected}
+        # parameters the forward pass itself writes to (nn.Embedding(max_norm=...) renormalizes its looked-up rows
+        # in place) are copied, so a measurement never changes the user's weights
+        written = {
+            f"{prefix}.weight" if prefix else "weight"
+            for prefix, m in model.named_modules()
+            if isinstance(m, nn.Embedding) and m.max_norm is not None
+        }
+        self.primals = {n: _const(named[n]).clone() if n in written else _const(named[n]) for n in self.names}
+        self.constants = {
+            n: _const(p).clone() if n in written else _const(p) for n, p in named.items() if n not in selected
+        }
         # Buffers are copied: a forward pass that writes to a buffer writes to the copy.
         self.constants.update({n: _const(b).clone() for n, b in model.named_buffers()})
         self.num_params = sum(p.numel() for p in self.primals.values())
@@ -305,6 +314,18 @@ class FunctionalModel:
                 "output_fn."
             )
 
+    def _check_untouched(self, versions: dict[str, int]) -> None:
+        """Raise if the forward pass wrote in place to one of the model's own parameters or buffers."""
+        state = dict([*self.model.named_parameters(), *self.model.named_buffers()])
+        changed = [n for n, v in versions.items() if n in state and state[n]._version != v]
+        if changed:
+            raise ModelCallError(
+                f"Expected the model's forward pass to leave its own tensors alone, but it wrote in place to "
+                f"{_format_names(changed)} while the kernel was measured. ntkmonitor evaluates the model on "
+                "its parameters without copying them; make the in-place update out of place (or run it in a "
+                "training-only branch), or report the layer so that its tensors are copied."
+            )
+
     # ------------------------------------------------------------------ context
     @contextlib.contextmanager
     def reverse_mode_tangents(self) -> Iterator[None]:
@@ -339,6 +360,7 @@ class FunctionalModel:
 
         model = self.model
         flags = [(m, m.training) for m in model.modules()]
+        versions = {n: t._version for n, t in [*model.named_parameters(), *model.named_buffers()]}
         fastpath = torch.backends.mha.get_fastpath_enabled()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
@@ -354,6 +376,7 @@ class FunctionalModel:
                 model.eval()
                 torch.backends.mha.set_fastpath_enabled(False)
                 yield
+            self._check_untouched(versions)
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
             for m, flag in flags:

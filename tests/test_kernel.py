@@ -590,3 +590,38 @@ def test_cgroup_headroom_reads_v1_and_v2_limits(tmp_path, files, expected):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert cgroup_headroom(tmp_path) == expected
+
+
+class _MaxNormBag(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out = nn.Embedding(6, 3, max_norm=0.5), nn.Linear(3, 2)
+
+    def forward(self, ids):
+        return self.out(self.emb(ids)).mean(1)
+
+
+@pytest.mark.parametrize("method", ["auto", "ntk_vp", "jacobian_loop"])
+def test_embedding_max_norm_does_not_renormalize_the_users_weights(method):
+    torch.manual_seed(0)
+    model, ids = _MaxNormBag(), torch.tensor([[1, 2, 3], [4, 5, 1], [2, 2, 0]])
+    before = model.emb.weight.detach().clone()
+    K = empirical_ntk(model, ids, method=method, dtype=torch.float64)
+    assert torch.equal(model.emb.weight.detach(), before)  # the monitor used to renormalize rows 1-5 in place
+    assert rel_err(K, reference.kernel(model, ids)) <= KERNEL_RTOL[torch.float64]
+
+
+def test_a_forward_pass_that_writes_to_its_parameters_is_named():
+    class Clamping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            with torch.no_grad():
+                self.lin.weight.clamp_(-0.1, 0.1)
+            return self.lin(x)
+
+    model = Clamping()
+    with pytest.raises(ntkmonitor.ModelCallError, match=r"wrote in place to 'lin.weight'"):
+        empirical_ntk(model, torch.randn(4, 3), method="jacobian_loop")
