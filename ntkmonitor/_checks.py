@@ -121,3 +121,23 @@ def positive_int(x: Any, name: str) -> int:
     if isinstance(x, bool) or not isinstance(x, numbers.Integral) or int(x) < 1:
         raise InputError(f"Expected {name} to be a positive int, but got {x!r}.")
     return int(x)
+
+
+def finite_data(t: torch.Tensor, name: str) -> None:
+    """Raise unless every entry of a data tensor ``(n, ...)`` is finite, naming the first bad row and column.
+
+    Integer tensors (token ids, labels) pass. The message points at the data, not at a kernel computed from it.
+    """
+    if t.is_complex():
+        raise InputError(f"Expected real numbers in {name}, but got dtype {t.dtype}. Pass the real part or features.")
+    if not t.is_floating_point():
+        return
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    where = tuple(int(i) for i in bad.nonzero()[0])
+    column = f", column {where[1] if len(where) == 2 else where[1:]}" if len(where) > 1 else ""
+    raise InputError(
+        f"Expected {name} to be finite, but it has {int(bad.sum())} NaN/inf value(s), the first in row "
+        f"{where[0]}{column} ({float(t[where]):g}). Remove or impute those examples."
+    )

@@ -30,6 +30,11 @@ def _leaves(x: Batch) -> list[tuple[str, torch.Tensor]]:
     raise AssertionError("unreachable")  # validated before
 
 
+def named_leaves(x: Batch) -> list[tuple[str, torch.Tensor]]:
+    """``[(key, tensor)]`` of a validated batch: ``""`` for a tensor, ``"[0]"`` / ``"['ids']"`` for its parts."""
+    return _leaves(x)
+
+
 def validate_batch(x: Batch, name: str) -> int:
     """Check that ``x`` is a non-empty batch and return its number of examples.
 

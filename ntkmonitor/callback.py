@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from . import _checks, drift
+from ._files import write_text_atomic
 from .errors import InputError, NTKMonitorWarning
 from .tracker import NTKTracker, Snapshot, validate_options
 
@@ -469,7 +470,7 @@ class _NTKMonitorLogic:
         path = Path(log_dir) / self.history_file
         os.makedirs(path.parent, exist_ok=True)
         payload = {"train_size": self.tracker.train_size, "history": [s.to_dict() for s in self.tracker.history]}
-        path.write_text(json.dumps(payload, indent=1))
+        write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def _is_tensorboard(logger: Any) -> bool:

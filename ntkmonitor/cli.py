@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from ._memory import available_bytes, format_bytes
 from ._problem import NTKMethod
 from .errors import InputError, ModelCallError, NTKMonitorError, NTKMonitorWarning
 from .kernel import empirical_ntk
@@ -57,6 +59,30 @@ class UsageError(InputError):
 
 
 # ---------------------------------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a mistake raises :class:`UsageError` instead of printing the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}. Run '{self.prog} --help' for the flags.")
+
+
+_MAX_COUNT = 2**53
+"""Counts above this are refused (float64 holds every integer up to it exactly)."""
+
+
+def _count(text: str) -> int:
+    """An integer flag value: ``1000``, ``1e6`` or ``1_000``; refused when not integral or beyond ``2^53``."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, but got {text!r}") from None
+    if not math.isfinite(value) or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected an integer, but got {text!r}")
+    if abs(value) > _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected an integer of at most 2^53 (about 9e15), but got {text!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ntkmonitor`` (subcommands ``audit`` and ``predict``).
 
@@ -68,9 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> args.command, args.probe_size
         ('predict', 256)
     """
-    parser = argparse.ArgumentParser(
-        prog="ntkmonitor", description="Audit a saved model against Neural Tangent Kernel theory."
-    )
+    parser = _Parser(prog="ntkmonitor", description="Audit a saved model against Neural Tangent Kernel theory.")
     parser.add_argument("--version", action="version", version=f"ntkmonitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -90,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
             required=True,
             help=".pt/.npz file with x, y (optionally x_probe, y_probe), or MODULE:FUNCTION returning them",
         )
-        p.add_argument("--probe-size", type=int, default=256, help="probe points M (default 256)")
-        p.add_argument("--train-size", type=int, help="training-set size n (default: the number of rows of x)")
+        p.add_argument("--probe-size", type=_count, default=256, help="probe points M (default 256)")
+        p.add_argument("--train-size", type=_count, help="training-set size n (default: the number of rows of x)")
         p.add_argument(
             "--method", default="auto", choices=[m.value for m in NTKMethod], help="eNTK method (default auto)"
         )
@@ -103,15 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
             default="half_mse",
             help="the training loss: cross_entropy labels the MSE theory's predictions as such (default half_mse)",
         )
-        p.add_argument("--top-k", type=int, default=10, help="modes reported per measurement (default 10)")
+        p.add_argument("--top-k", type=_count, default=10, help="modes reported per measurement (default 10)")
         p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (default cpu)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the probe draw (default 0)")
+        p.add_argument("--seed", type=_count, default=0, help="seed of the probe draw (default 0)")
         p.add_argument(
             "--trust-checkpoint",
             action="store_true",
             help="allow full unpickling of checkpoints (runs code stored in the file: only for files you trust)",
         )
         p.add_argument("--out", required=True, help="output directory (created; nothing is written elsewhere)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the report and TensorBoard files of an earlier run in --out (default: refuse)",
+        )
 
     audit = sub.add_parser("audit", help="measure checkpoints against the NTK: drift, spectrum, learnability")
     common(audit)
@@ -123,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict = sub.add_parser("predict", help="predicted learning curve at initialization")
     common(predict)
-    predict.add_argument("--n-max", type=int, help="largest n of the learning curve (default 4 max(n, M))")
-    predict.add_argument("--n-points", type=int, default=25, help="points of the log grid (default 25)")
+    predict.add_argument("--n-max", type=_count, help="largest n of the learning curve (default 4 max(n, M))")
+    predict.add_argument("--n-points", type=_count, default=25, help="points of the log grid (default 25)")
     return parser
 
 
@@ -192,8 +221,27 @@ def _existing_file(path: str, arg: str, kind: str = "file") -> None:
         raise UsageError(f"{arg}: file {path!r} does not exist. Pass an existing {kind}.")
 
 
+def _check_expansion(path: str, arg: str) -> None:
+    """Refuse a torch file whose storages would expand beyond the memory available (a compressed-zip bomb)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load reports what is wrong with it
+    available = available_bytes(torch.device("cpu"))
+    if expanded > available:
+        raise UsageError(
+            f"{arg}: {path!r} expands to {format_bytes(expanded)} in memory (the file has "
+            f"{format_bytes(os.path.getsize(path))}), more than the {format_bytes(available)} available. Pass a "
+            "checkpoint saved with torch.save from the model, or free memory."
+        )
+
+
 def _load_file(path: str, arg: str, trust: bool) -> Any:
     _existing_file(path, arg)
+    _check_expansion(path, arg)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -205,7 +253,14 @@ def _load_file(path: str, arg: str, trust: bool) -> Any:
             "this file, pass --trust-checkpoint (it runs code stored in the file)."
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise UsageError(f"{arg}: cannot read {path!r} as a torch file ({type(err).__name__}: {err}).") from None
+        if trust and not zipfile.is_zipfile(path):  # a plain pickle (pickle.dump), which torch.load cannot read
+            try:
+                with open(path, "rb") as fh:
+                    return pickle.load(fh)  # noqa: S301 - the user vouched for the file with --trust-checkpoint
+            except Exception:  # noqa: BLE001 - report torch's reason below
+                pass
+        hint = "" if trust else " If it is a plain pickle you trust, pass --trust-checkpoint."
+        raise UsageError(f"{arg}: cannot read {path!r} as a torch file ({type(err).__name__}: {err}).{hint}") from None
 
 
 def _state_from_checkpoint(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], int | None, dict[str, Any]]:
@@ -250,36 +305,162 @@ def _build_model(args: argparse.Namespace, first: tuple | None) -> nn.Module:
     return model
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+_KNOWN_PREFIXES = ("module.", "model.", "_orig_mod.")
+"""Key prefixes a wrapper adds (DDP's ``module.``, a LightningModule's ``model.``, ``torch.compile``'s
+``_orig_mod.``); a checkpoint whose keys match the model only without them is loaded with them stripped."""
+
+
+def _match_state(model: nn.Module, state: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The checkpoint's state with wrapper prefixes stripped so its keys match the model's, and a note saying so.
+
+    Raises :class:`UsageError` for keys that do not match, shapes that differ and non-finite weights, naming the
+    checkpoint and the tensor: all before any kernel work.
+    """
+    expected = model.state_dict()
+    stripped: list[str] = []
+    for _ in range(len(_KNOWN_PREFIXES)):  # nested wrappers: "module.model.0.weight"
+        unmatched = [k for k in state if k not in expected]
+        if set(expected) <= set(state) or not unmatched:
+            break
+        prefix = max(_KNOWN_PREFIXES, key=lambda p: sum(k.startswith(p) for k in unmatched))
+        if not any(k.startswith(prefix) for k in unmatched):
+            break
+        state = {k[len(prefix) :] if k in unmatched and k.startswith(prefix) else k: v for k, v in state.items()}
+        stripped.append(prefix)
+    missing = [k for k in expected if k not in state]
+    if missing:
+        unexpected = [k for k in state if k not in expected]
         raise UsageError(
-            f"--checkpoint: {path!r} does not match the model (missing keys {result.missing_keys[:5]}, unexpected "
-            f"keys {result.unexpected_keys[:5]}). Pass the --model / --lightning-module the checkpoint was saved from."
+            f"--checkpoint: {path!r} does not match the model (missing keys {missing[:5]}, unexpected keys "
+            f"{unexpected[:5]}). Pass the --model / --lightning-module the checkpoint was saved from."
         )
+    state = {k: v for k, v in state.items() if k in expected}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise UsageError(f"--checkpoint: {path!r} holds a {type(value).__name__} for {name!r}, not a tensor.")
+        if value.shape != expected[name].shape:
+            raise UsageError(
+                f"--checkpoint: {path!r} has {name!r} of shape {tuple(value.shape)}, but the model's is "
+                f"{tuple(expected[name].shape)}. Pass the --model (and its size arguments) the checkpoint was saved "
+                "from."
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UsageError(
+                f"--checkpoint: {path!r} has {bad} NaN/inf value(s) in {name!r} (a diverged run). Leave that "
+                "checkpoint out: audit the ones before the divergence."
+            )
+    note = f"stripped the prefix {'+'.join(repr(p) for p in stripped)} from the keys of {path!r}" if stripped else ""
+    return state, note
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state already checked by :func:`_match_state`."""
+    model.load_state_dict(state, strict=False)
+
+
+def _timeline_steps(checkpoints: list[tuple]) -> list[int]:
+    """The step of each checkpoint: recorded steps in training order; without any, the checkpoint's position.
+
+    A first checkpoint without a step is the reference before training (step 0). Otherwise recorded and missing
+    steps do not mix, and recorded steps must not decrease: either would draw the timeline out of order.
+    """
+    recorded = [step for _, _, _, step in checkpoints]
+    if all(step is None for step in recorded):
+        return list(range(len(checkpoints)))
+    if recorded[0] is None:
+        recorded[0] = 0
+    missing = [path for (path, *_), step in zip(checkpoints, recorded, strict=True) if step is None]
+    if missing:
+        raise UsageError(
+            f"--checkpoint: {missing[0]!r} records no training step, but other checkpoints do, so its place in "
+            "the timeline is unknown. Save checkpoints with their step (a Lightning checkpoint, or "
+            "{'state_dict': ..., 'global_step': step}), or pass only ones without."
+        )
+    steps = [int(step) for step in recorded]
+    for (before, *_), (after, *_), a, b in zip(checkpoints, checkpoints[1:], steps, steps[1:], strict=False):
+        if b < a:
+            raise UsageError(
+                f"--checkpoint: {after!r} (step {b}) comes after {before!r} (step {a}). Pass checkpoints in "
+                "training order; the first is the reference."
+            )
+    return steps
+
+
+def _npz(spec: str) -> dict[str, Any]:
+    _existing_file(spec, "--data", ".pt or .npz file")
+    try:
+        loaded = np.load(spec, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise UsageError(f"--data: cannot read {spec!r} as an .npz archive ({type(err).__name__}: {err}).") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise UsageError(
+            f"--data: {spec!r} is a single .npy array, not an .npz archive of named arrays. Save it with "
+            "np.savez(path, x=x, y=y)."
+        )
+    data = {}
+    with loaded:
+        for key in loaded.files:
+            try:
+                data[key] = loaded[key]
+            except ValueError:
+                raise UsageError(
+                    f"--data: {spec!r} holds an object array under {key!r}, which cannot be loaded safely. Save "
+                    "numeric arrays: np.savez(path, x=x.astype('float32'), y=y)."
+                ) from None
+    return data
+
+
+def _as_data_tensor(value: Any, key: str) -> torch.Tensor:
+    """One array of ``--data`` as a real tensor, or a one-line error naming the key."""
+    if not isinstance(value, torch.Tensor):
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            what = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}.get(
+                array.dtype.kind, f"dtype {array.dtype}"
+            )
+            raise UsageError(f"--data: {key!r} holds {what}; expected real numbers (features, targets or labels).")
+        value = torch.as_tensor(array)
+    if value.is_complex():
+        raise UsageError(f"--data: {key!r} holds complex numbers ({value.dtype}); expected real numbers.")
+    if value.ndim == 0:
+        raise UsageError(f"--data: {key!r} is a single number; expected one row per example.")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        where = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0])
+        column = f", column {where[1] if len(where) == 2 else where[1:]}" if len(where) > 1 else ""
+        raise UsageError(
+            f"--data: {key!r} has {int((~torch.isfinite(value)).sum())} NaN/inf value(s), the first in row "
+            f"{where[0]}{column}. Remove or impute those rows."
+        )
+    return value
 
 
 def _load_data(spec: str) -> dict[str, torch.Tensor]:
     if spec.endswith((".pt", ".pth")):
         data = _load_file(spec, "--data", trust=False)
     elif spec.endswith(".npz"):
-        _existing_file(spec, "--data", ".pt or .npz file")
-        with np.load(spec, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    elif ":" in spec:
-        data = _import_object(spec, "--data")()
+        data = _npz(spec)
+    elif ":" in spec and not Path(spec).exists():
+        loader = _import_object(spec, "--data")
+        if not callable(loader):
+            raise UsageError(f"--data: {spec!r} is not callable. Point it to a function returning (x, y).")
+        try:
+            data = loader()
+        except Exception as err:  # noqa: BLE001 - the user's loader failed: say so on one line
+            raise UsageError(
+                f"--data: the loader {spec} raised {type(err).__name__}: {' '.join(str(err).split())[:200]}. Fix "
+                "the function (it is called with no arguments and returns x, y)."
+            ) from None
+    elif Path(spec).is_dir():
+        raise UsageError(f"--data: {spec!r} is a directory. Pass a .pt or .npz file inside it, or MODULE:FUNCTION.")
     else:
         raise UsageError(f"--data: expected a .pt or .npz file or MODULE:FUNCTION, but got {spec!r}.")
     if isinstance(data, (tuple, list)) and len(data) in (2, 4):
         data = dict(zip(("x", "y", "x_probe", "y_probe"), data, strict=False))
     if not isinstance(data, dict) or "x" not in data or "y" not in data:
-        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise UsageError(f"--data: expected keys 'x' and 'y' (optionally 'x_probe', 'y_probe'), but found {found}.")
-    out = {}
-    for key in ("x", "y", "x_probe", "y_probe"):
-        if key in data:
-            value = torch.as_tensor(np.asarray(data[key])) if not isinstance(data[key], torch.Tensor) else data[key]
-            out[key] = value
+    out = {key: _as_data_tensor(data[key], key) for key in ("x", "y", "x_probe", "y_probe") if key in data}
     for xk, yk in (("x", "y"), ("x_probe", "y_probe")):
         if (xk in out) != (yk in out):
             raise UsageError(f"--data: '{xk}' and '{yk}' must come together, but only one of them is there.")
@@ -359,11 +540,16 @@ def _check_args(args: argparse.Namespace) -> None:
                 f"{flag}: expected MODULE:NAME with both parts (e.g. mypkg.models:make_net or "
                 f"path/to/file.py:make_net), but got {spec!r}."
             )
-    _check_out(args.out)
+    _check_out(args.out, args.overwrite)
 
 
-def _check_out(out: str) -> None:
-    """``--out`` must name a directory that can be created or written, never the current one by accident."""
+_OUTPUTS = ("report.json", "report.html", "tensorboard")
+"""What a run writes into ``--out``; an earlier run's are replaced only with ``--overwrite``."""
+
+
+def _check_out(out: str, overwrite: bool = False) -> None:
+    """``--out`` must name a directory that can be created or written, never the current one by accident, and
+    must not hold an earlier run's report unless ``--overwrite`` says to replace it."""
     if not out or not out.strip():
         raise UsageError("--out: expected a directory name, but got an empty string. Pass --out DIR.")
     path = Path(out)
@@ -376,6 +562,26 @@ def _check_out(out: str) -> None:
         raise UsageError(f"--out: {out!r} lies below the file {str(parent)!r}. Pass a directory path.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out: {str(parent)!r} is not writable. Pass a directory you can write to.")
+    earlier = [name for name in _OUTPUTS if os.path.lexists(path / name)]
+    if earlier and not overwrite:
+        raise UsageError(
+            f"--out: {out!r} already holds {', '.join(earlier)} from an earlier run. Pass --overwrite to replace "
+            "them, or a new --out directory."
+        )
+
+
+def _clear_previous(out: Path) -> None:
+    """With ``--overwrite``: remove an earlier run's TensorBoard events (a link is removed, never followed).
+
+    The report files are replaced atomically when written, so a run that fails keeps the earlier report.
+    """
+    board = out / "tensorboard"
+    if board.is_symlink() or board.is_file():
+        board.unlink()
+    elif board.is_dir():
+        for event in board.glob("events.out.tfevents.*"):
+            if event.is_file() or event.is_symlink():
+                event.unlink()
 
 
 def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -403,9 +609,20 @@ def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "The probe was drawn from x (the training data): actual learnability on training points is inflated by "
             "memorization. Provide x_probe/y_probe of held-out points."
         )
+    # every checkpoint is checked against the model before any kernel work
+    matched = [_match_state(model, state, path) for path, state, _, _ in checkpoints]
+    steps = _timeline_steps(checkpoints)
+    checkpoints = [
+        (path, state, hparams, step)
+        for (path, _, hparams, _), (state, _), step in zip(checkpoints, matched, steps, strict=True)
+    ]
+    for _, note in matched:
+        if note:
+            _progress(note)
+            result_warnings.append(f"--checkpoint: {note} (a wrapper's prefix).")
     timeline = checkpoints or [("initial model (--model factory)", None, {}, 0)]
     if checkpoints:
-        _load_state(model, checkpoints[0][1], checkpoints[0][0])
+        _load_state(model, checkpoints[0][1])
     try:
         tracker = NTKTracker(
             model,
@@ -424,14 +641,13 @@ def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
         ) from None
     entries = []
     for index, (path, state, _, step) in enumerate(timeline):
-        step = int(step) if step is not None else index
         label = Path(path).name if state is not None else path
         start = time.perf_counter()
         if index == 0:
             _progress(f"[1/{len(timeline)}] reference kernel on {tracker.M} probe points: {label} ...")
             snapshot = tracker.reference(step=step)
         else:
-            _load_state(model, state, path)
+            _load_state(model, state)
             _progress(f"[{index + 1}/{len(timeline)}] measuring {label} ...")
             snapshot = tracker.measure(step=step)
         _progress(f"    done in {time.perf_counter() - start:.1f} s")
@@ -446,7 +662,7 @@ def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
     full_kernel = None
     if getattr(args, "mode", "trace") == "full":
         if checkpoints:
-            _load_state(model, checkpoints[0][1], checkpoints[0][0])
+            _load_state(model, checkpoints[0][1])
         K = empirical_ntk(model, x_probe, mode="full", method=args.method, params=args.params)
         diagonal = torch.diagonal(K, dim1=2, dim2=3)
         full_kernel = {"offdiagonal_fraction": float((K - torch.diag_embed(diagonal)).norm() / K.norm())}
@@ -512,7 +728,7 @@ def _distance_travelled(
     if n > WEIGHT_DISTANCE_MAX_POINTS:
         return {"note": f"not computed: {n} training points (at most {WEIGHT_DISTANCE_MAX_POINTS})"}
     _progress(f"distance travelled: kernel on the {n} training points ...")
-    _load_state(model, checkpoints[0][1], checkpoints[0][0])
+    _load_state(model, checkpoints[0][1])
     K = empirical_ntk(model, x, method=args.method, params=args.params, dtype=torch.float64)
     target = NTKTracker(model, (x, y), n, method=args.method, params=args.params).target
     flags = [m.training for m in model.modules()]
@@ -572,8 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
+    except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
+    except UsageError as err:
+        name = next((a for a in argv if a in ("audit", "predict")), "")
+        print(f"ntkmonitor{' ' + name if name else ''}: error: {err}", file=sys.stderr)
+        return 2
     command = "ntkmonitor " + shlex.join(argv)
     out = Path(args.out)
     mpl_dir = None
@@ -588,6 +808,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             from .report import format_summary, write_report
 
+            if args.overwrite:
+                _clear_previous(out)
             if args.command == "audit":
                 _write_tensorboard(tracker, out)
             paths = write_report(result, out)

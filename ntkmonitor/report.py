@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plots
+from ._files import write_text_atomic
 from .errors import InputError, NTKMonitorWarning
 
 __all__ = [
@@ -854,7 +855,8 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (created if missing).
 
     ``report.json`` is :func:`report_json` (every number of the result, strict JSON); ``report.html`` is
-    :func:`render_html`. Existing files of those names are replaced.
+    :func:`render_html`. Existing files of those names are replaced atomically (a temporary file renamed over
+    them; a link there is replaced, never written through).
 
     Args:
         result: the result dict built by ``ntkmonitor audit`` / ``predict``.
@@ -876,9 +878,9 @@ def write_report(result: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / JSON_NAME
-    json_path.write_text(report_json(data) + "\n", encoding="utf-8")  # first: the numbers survive any HTML problem
+    write_text_atomic(json_path, report_json(data) + "\n")  # first: the numbers survive any HTML problem
     html_path = folder / HTML_NAME
-    html_path.write_text(render_html(data), encoding="utf-8")
+    write_text_atomic(html_path, render_html(data))
     return {"html": html_path, "json": json_path}
 
 

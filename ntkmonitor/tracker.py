@@ -470,7 +470,10 @@ class NTKTracker:
     def _set_probe(self, x: Any, y: torch.Tensor) -> None:
         M = _inputs.validate_batch(x, "probe x")
         if not isinstance(y, torch.Tensor):
-            y = torch.as_tensor(y)
+            y = _checks.as_tensor(y, "probe y")
+        for key, t in _inputs.named_leaves(x):
+            _checks.finite_data(t, f"probe x{key}")
+        _checks.finite_data(y, "probe y")
         if y.ndim not in (1, 2) or y.shape[0] != M:
             raise InputError(
                 f"Expected probe y to have shape ({M},) or ({M}, k) to match the {M} probe inputs, but got "

@@ -312,3 +312,195 @@ def test_a_directory_given_as_data_is_named_a_directory(workspace, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data" in err and "is a directory" in err
+
+
+# ---------------------------------------------------------------------------------------------------- issue 14
+@pytest.fixture
+def no_kernel_work(monkeypatch):
+    """Fails the test if the audit gets as far as building the tracker (the first kernel work)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("kernel work started before the mistake was caught")
+
+    monkeypatch.setattr("ntkmonitor.cli.NTKTracker", refuse)
+
+
+def _bad_files(workspace: Path) -> None:
+    import numpy as np
+
+    np.savez(workspace / "objects.npz", x=np.array([object()] * 4, dtype=object), y=np.zeros(4))
+    np.savez(workspace / "strings.npz", x=np.array(["a", "b"]), y=np.zeros(2))
+    np.save(workspace / "renamed.npy", np.zeros((4, 5)))
+    (workspace / "renamed.npy").rename(workspace / "renamed.npz")
+    x, y = torch.randn(40, 5), torch.randn(40, 3)
+    x_nan = x.clone()
+    x_nan[7, 3] = float("nan")
+    torch.save({"x": x_nan, "y": y}, workspace / "nan_x.pt")
+    y_inf = y.clone()
+    y_inf[11, 2] = float("inf")
+    torch.save({"x": x, "y": y_inf}, workspace / "inf_y.pt")
+    (workspace / "loaders.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+
+            def raises():
+                raise RuntimeError("the dataset server is down")
+
+            def complex_y():
+                return torch.randn(40, 5), torch.randn(40, 3, dtype=torch.complex64)
+
+            def string_x():
+                return [["a"] * 5] * 40, torch.randn(40, 3)
+            """
+        )
+    )
+    wide = torch.nn.Sequential(torch.nn.Linear(5, 64), torch.nn.Tanh(), torch.nn.Linear(64, 3))
+    torch.save(wide.state_dict(), workspace / "wide.pt")
+    state = torch.load(workspace / "final.pt")
+    state["2.weight"][1, 4] = float("nan")
+    torch.save(state, workspace / "diverged.pt")
+    torch.save({"state_dict": torch.load(workspace / "final.pt"), "global_step": 30}, workspace / "step30.pt")
+    torch.save({"state_dict": torch.load(workspace / "init.pt"), "global_step": 40}, workspace / "step40.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--data": "objects.npz"}, "--data: 'objects.npz' holds an object array under 'x'"),
+        ({"--data": "strings.npz"}, "--data: 'x' holds strings"),
+        ({"--data": "renamed.npz"}, "is a single .npy array, not an .npz archive"),
+        ({"--data": "loaders.py:raises"}, "raised RuntimeError: the dataset server is down"),
+        ({"--data": "loaders.py:complex_y"}, "--data: 'y' holds complex numbers"),
+        ({"--data": "loaders.py:string_x"}, "--data: 'x' holds strings"),
+        ({"--data": "nan_x.pt"}, "--data: 'x' has 1 NaN/inf value(s), the first in row 7, column 3"),
+        ({"--data": "inf_y.pt"}, "--data: 'y' has 1 NaN/inf value(s), the first in row 11, column 2"),
+        ({"init.pt": "wide.pt"}, "--checkpoint: 'wide.pt' has '0.weight' of shape (64, 5), but the model's is (32, 5)"),
+        ({"final.pt": "diverged.pt"}, "--checkpoint: 'diverged.pt' has 1 NaN/inf value(s) in '2.weight'"),
+        ({"init.pt": "step40.pt", "final.pt": "step30.pt"}, "'step30.pt' (step 30) comes after 'step40.pt' (step 40)"),
+        ({"final.pt": "step30.pt"}, None),  # init without a step: the reference, step 0
+    ],
+)
+def test_mistakes_in_data_and_checkpoints_exit_2_before_kernel_work(workspace, capsys, change, message, request):
+    _bad_files(workspace)
+    args = _audit_args()
+    for old, new in change.items():
+        args[args.index(old) + (1 if old.startswith("--") else 0)] = new
+    if message is None:  # a valid mix: runs, and the timeline is in step order
+        assert main(args) == 0
+        report = json.loads((workspace / "out" / "report.json").read_text())
+        assert [e["step"] for e in report["timeline"]] == [0, 30]
+        return
+    request.getfixturevalue("no_kernel_work")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (workspace / "out").exists()
+
+
+def test_a_checkpoint_without_a_step_among_ones_with_steps_is_refused(workspace, capsys, no_kernel_work):
+    _bad_files(workspace)
+    args = _audit_args("out", "--checkpoint", "final.pt")
+    args[args.index("final.pt")] = "step30.pt"
+    assert main(args) == 2  # init (reference, 0), step 30, then a plain state_dict: where does it go?
+    err = capsys.readouterr().err.strip()
+    assert "'final.pt' records no training step" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("prefix", ["model.", "module.", "module.model."])
+def test_wrapper_prefixes_are_stripped_and_said(workspace, capsys, prefix):
+    for name in ("init", "final"):
+        state = torch.load(workspace / f"{name}.pt")
+        torch.save({prefix + k: v for k, v in state.items()}, workspace / f"{name}_prefixed.pt")
+    assert main(_audit_args("plain")) == 0
+    args = _audit_args("prefixed")
+    args[args.index("init.pt")], args[args.index("final.pt")] = "init_prefixed.pt", "final_prefixed.pt"
+    assert main(args) == 0
+    assert "stripped the prefix" in capsys.readouterr().err
+    plain = json.loads((workspace / "plain" / "report.json").read_text())
+    prefixed = json.loads((workspace / "prefixed" / "report.json").read_text())
+    assert prefixed["spectrum0"]["eigenvalues"] == plain["spectrum0"]["eigenvalues"]
+    a, b = (r["timeline"][-1]["snapshot"]["relative_kernel_change"] for r in (plain, prefixed))
+    assert a == b
+    assert any("stripped the prefix" in w for w in prefixed["warnings"])
+
+
+def test_a_plain_pickle_loads_with_trust_checkpoint(workspace, capsys):
+    import pickle
+
+    with open(workspace / "init.pkl", "wb") as fh:
+        pickle.dump(torch.load(workspace / "init.pt"), fh)
+    args = _audit_args("pkl")
+    args[args.index("init.pt")] = "init.pkl"
+    assert main(args) == 2  # without trust: refused, and the message says what would load it
+    assert "--trust-checkpoint" in capsys.readouterr().err
+    assert main([*args, "--trust-checkpoint"]) == 0
+
+
+def test_a_checkpoint_that_expands_beyond_memory_is_refused_before_loading(workspace, capsys, monkeypatch):
+    import zipfile
+
+    torch.save({"w": torch.zeros(4_000_000)}, workspace / "plain_zeros.pt")  # 16 MB of zeros
+    with (
+        zipfile.ZipFile(workspace / "plain_zeros.pt") as src,
+        zipfile.ZipFile(workspace / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert (workspace / "bomb.pt").stat().st_size < 1_000_000
+    monkeypatch.setattr("ntkmonitor.cli.available_bytes", lambda device: 8_000_000)
+    monkeypatch.setattr("torch.load", lambda *a, **k: pytest.fail("torch.load must not run"))
+    args = _audit_args()
+    args[args.index("final.pt")] = "bomb.pt"
+    args[args.index("init.pt")] = "bomb.pt"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'bomb.pt' expands to 15.3 MiB in memory" in err and len(err.splitlines()) == 1
+
+
+def test_a_rerun_into_the_same_out_is_refused_without_overwrite(workspace, capsys):
+    assert main(_audit_args()) == 0
+    first = (workspace / "out" / "report.json").read_text()
+    assert main(_audit_args()) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "already holds report.json, report.html, tensorboard" in err and "--overwrite" in err
+    assert (workspace / "out" / "report.json").read_text() == first
+    assert main(_audit_args("out", "--overwrite", "--top-k", "3")) == 0
+    assert json.loads((workspace / "out" / "report.json").read_text())["options"]["top_k"] == 3
+    assert len(list((workspace / "out" / "tensorboard").glob("events.out.tfevents*"))) == 1  # no stacked runs
+
+
+def test_reports_are_never_written_through_links(workspace):
+    (workspace / "out").mkdir()
+    (workspace / "victim.txt").write_text("precious")
+    (workspace / "elsewhere").mkdir()
+    os.symlink("../victim.txt", workspace / "out" / "report.html")
+    os.symlink("../elsewhere", workspace / "out" / "tensorboard")
+    assert main(_audit_args()) == 2  # the links count as an earlier run's outputs
+    assert main(_audit_args("out", "--overwrite")) == 0
+    assert (workspace / "victim.txt").read_text() == "precious"
+    assert (
+        not (workspace / "out" / "report.html").is_symlink()
+        and "<html" in (workspace / "out" / "report.html").read_text()
+    )
+    assert not (workspace / "out" / "tensorboard").is_symlink() and list((workspace / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--train-size", "1e30"], "argument --train-size: expected an integer of at most 2^53"),
+        (["--probe-size", "many"], "argument --probe-size: expected an integer, but got 'many'"),
+        (["--seed", "1.5"], "argument --seed: expected an integer"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_argparse_mistakes_are_one_line(workspace, capsys, extra, message):
+    assert main(_audit_args("out", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("ntkmonitor audit: error:"), err
+
+
+def test_counts_accept_scientific_notation(workspace):
+    assert main(_audit_args("sci", "--train-size", "1e3")) == 0
+    assert json.loads((workspace / "sci" / "report.json").read_text())["probe"]["train_size"] == 1000
