@@ -46,12 +46,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     return target
 
 
-def _unlink_quietly(path: str | os.PathLike[str]) -> None:
+def unlink_quietly(path: str | os.PathLike[str]) -> None:
     """Remove ``path`` if it exists, ignoring errors (cleanup of a temporary file)."""
     try:
         os.unlink(path)

@@ -17,7 +17,10 @@ Guarantees:
 - **Resumable**: ``state_dict`` holds the probe and the reference, so a run resumed from a checkpoint
   continues against the same reference.
 - **DDP**: only global rank 0 measures and logs; the measurement uses no collective, so other ranks
-  cannot deadlock on it (they wait at their next gradient all-reduce instead).
+  cannot deadlock on it (they wait at their next gradient all-reduce instead). After ``ddp_spawn``,
+  ``monitor.history`` in the calling process holds rank 0's history.
+- **Nothing lost**: the history file is also written when training stops early (Ctrl+C, an exception), and
+  never in a ``fast_dev_run`` dry run.
 
 The class is built on ``pytorch_lightning.Callback`` (or ``lightning.pytorch.Callback`` when only the
 unified ``lightning`` package is installed); :func:`lightning_callback_class` builds it on any base.
@@ -28,7 +31,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +45,7 @@ import torch
 from torch import nn
 
 from . import _checks, drift
-from ._files import write_text_atomic
+from ._files import unlink_quietly, write_text_atomic
 from .errors import InputError, NTKMonitorWarning
 from .tracker import NTKTracker, Snapshot, validate_options
 
@@ -207,12 +213,28 @@ class _NTKMonitorLogic:
         self._train_start: float | None = None
         self._measurements_since_figures = 0
         self._sinks: list[Any] = []
+        # ddp_spawn (and ddp_fork) train in child processes, each with a copy of this object: rank 0 hands its
+        # history back to the process that created the callback through this file
+        self._creator_pid = os.getpid()
+        self._handoff = Path(tempfile.gettempdir()) / f"ntkmonitor-history-{uuid.uuid4().hex}.json"
+        self._recovered: list[Snapshot] | None = None
+        weakref.finalize(self, unlink_quietly, self._handoff)
 
     # ------------------------------------------------------------------ public
     @property
     def history(self) -> list[Snapshot]:
-        """Every :class:`~ntkmonitor.Snapshot` measured so far (empty before training; rank 0 only under DDP)."""
-        return [] if self.tracker is None else self.tracker.history
+        """Every :class:`~ntkmonitor.Snapshot` measured so far (empty before training).
+
+        Under DDP it is rank 0's; after ``strategy="ddp_spawn"`` the process that called ``trainer.fit`` gets
+        rank 0's history too (the tracker itself stays in the child process).
+        """
+        if self.tracker is not None:
+            return self.tracker.history
+        if self._recovered is None and os.getpid() == self._creator_pid and self._handoff.is_file():
+            payload = json.loads(self._handoff.read_text())
+            self._recovered = [Snapshot.from_dict(entry) for entry in payload["history"]]
+            unlink_quietly(self._handoff)
+        return list(self._recovered or [])
 
     @property
     def state_key(self) -> str:
@@ -264,7 +286,17 @@ class _NTKMonitorLogic:
             self._measure(trainer, pl_module, step, final=True)
         elif self.tracker.history:
             self._guard(trainer, "the final figures", lambda: self._log_sinks(final=True))
+        self._keep_history(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Training stopped (Ctrl+C, an error): keep the history measured so far, as at the end of training."""
+        if trainer.is_global_zero and self.tracker is not None and self.tracker.history:
+            self._keep_history(trainer)
+
+    def _keep_history(self, trainer: Any) -> None:
         self._guard(trainer, "the history file", lambda: self._write_history(trainer))
+        if os.getpid() != self._creator_pid:  # a spawned child: hand the history to the parent
+            self._guard(trainer, "the history hand-off", lambda: write_text_atomic(self._handoff, self._payload()))
 
     # ------------------------------------------------------------------ internals
     def _guard(self, trainer: Any, what: str, fn: Callable[[], Any]) -> Any:
@@ -463,14 +495,19 @@ class _NTKMonitorLogic:
             elif snap is not None:
                 sink.log_metrics(snap.scalars(), step=snap.step)
 
+    def _payload(self) -> str:
+        return json.dumps(
+            {"train_size": self.tracker.train_size, "history": [s.to_dict() for s in self.tracker.history]}, indent=1
+        )
+
     def _write_history(self, trainer: Any) -> None:
-        if not self.history_file or not getattr(trainer, "loggers", None):
+        # fast_dev_run is a dry run: Lightning writes no logs or checkpoints, and neither does the monitor
+        if not self.history_file or not getattr(trainer, "loggers", None) or getattr(trainer, "fast_dev_run", False):
             return
         log_dir = trainer.loggers[0].log_dir or trainer.default_root_dir
         path = Path(log_dir) / self.history_file
         os.makedirs(path.parent, exist_ok=True)
-        payload = {"train_size": self.tracker.train_size, "history": [s.to_dict() for s in self.tracker.history]}
-        write_text_atomic(path, json.dumps(payload, indent=1))
+        write_text_atomic(path, self._payload())
 
 
 def _is_tensorboard(logger: Any) -> bool:
@@ -530,7 +567,8 @@ _DOC = """Lightning callback that monitors training against NTK theory.
         noise: target noise variance for the predicted test MSE.
         thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
         seed: seed of the private generator that draws the probe.
-        history_file: JSON file written into the first logger's ``log_dir`` at the end (``None``: none).
+        history_file: JSON file written into the first logger's ``log_dir`` at the end of training, or when it
+            stops early (Ctrl+C, an error); not with ``fast_dev_run`` (``None``: never).
         strict: re-raise measurement errors instead of warning and skipping.
 
     Example:

@@ -206,6 +206,8 @@ def test_ddp_spawn_two_processes_logs_once_and_matches_single_process_kernel(tmp
     assert len(histories) == 1, "only rank 0 writes"
     history = json.loads(histories[0].read_text())["history"]
     assert [h["step"] for h in history] == [0, 2, 4]
+    # regression (issue 14, item 12): the calling process's monitor.history was empty after ddp_spawn
+    assert [s.to_dict() for s in monitor.history] == history
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("ntk/drift/kernel_distance")]
     assert [int(r["step"]) for r in rows] == [0, 2, 4], "each measurement logged once"
     _, val_set = lm.regression_data()
@@ -340,3 +342,46 @@ def test_auto_probe_grows_within_its_time_budget_without_touching_training():
 def test_probe_options_are_checked_at_construction(kwargs, match):
     with pytest.raises(ntkmonitor.InputError, match=match):
         NTKMonitor(**kwargs)
+
+
+class _InterruptedMLP(lm.MLPModule):
+    def __init__(self, error: type[BaseException]) -> None:
+        super().__init__()
+        self.error = error
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 7:
+            raise self.error("stopped at step 7")  # KeyboardInterrupt is what Ctrl+C raises in the loop
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"), [(KeyboardInterrupt, SystemExit), (RuntimeError, RuntimeError)], ids=["ctrl-c", "error"]
+)
+def test_history_file_is_written_when_training_stops_early(tmp_path, error, raised):
+    """Regression (issue 14, item 12): after Ctrl+C, ntk_history.json was not written."""
+    import signal
+
+    monitor = NTKMonitor(every_n_steps=3, probe_size=16)
+    pl.seed_everything(0, verbose=False)
+    train, val = lm.loaders("mlp")
+    trainer = lm.trainer(tmp_path, callbacks=[monitor], logger=CSVLogger(tmp_path, name="int"))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(raised):  # Lightning turns Ctrl+C into sys.exit(1) after its graceful shutdown
+            trainer.fit(_InterruptedMLP(error), train, val)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl+C from then on
+    assert trainer.interrupted
+    (path,) = tmp_path.rglob("ntk_history.json")
+    assert [h["step"] for h in json.loads(path.read_text())["history"]] == [0, 3, 6]
+    assert [s.step for s in monitor.history] == [0, 3, 6]
+
+
+def test_fast_dev_run_writes_no_history_file(tmp_path, monkeypatch):
+    """Regression (issue 14, item 12): with fast_dev_run the history file still landed in default_root_dir."""
+    monkeypatch.chdir(tmp_path)
+    monitor = NTKMonitor(every_n_steps=1, probe_size=16)
+    _fit("mlp", monitor, default_root_dir=str(tmp_path), fast_dev_run=2, logger=CSVLogger(tmp_path, name="dry"))
+    assert [s.step for s in monitor.history] == [0, 1, 2]  # it still measures: the dry run exercises it
+    assert list(tmp_path.rglob("ntk_history.json")) == []
