@@ -29,47 +29,104 @@ Example:
     True
 """
 
-from .drift import (
-    DriftThresholds,
-    ParameterChange,
-    Verdict,
-    eigenspace_overlap,
-    kernel_distance,
-    kernel_target_alignment,
-    kernel_velocity,
-    linearization_error,
-    relative_kernel_change,
-    relative_parameter_change,
-    verdict,
-)
-from .errors import (
-    InputError,
-    KernelMemoryError,
-    ModelCallError,
-    ModelOutputError,
-    NoSolutionError,
-    NTKMonitorError,
-    NTKMonitorWarning,
-    ParameterSelectionError,
-)
-from .estimator import ProbeEstimator, ProbePrediction, SelfCheck, predict_from_probe
-from .kernel import KernelMode, NTKMethod, empirical_ntk
-from .spectrum import PowerLawFit, Spectrum, eigendecompose
-from .theory import (
-    ConservationCheck,
-    ModeLearnability,
-    Prediction,
-    conservation_check,
-    effective_ridge,
-    extrapolate_tail,
-    kernel_regression,
-    learnability,
-    mode_learnability,
-    predict,
-    solve_kappa,
-    weight_distance,
-)
-from .tracker import NTKTracker, Snapshot
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "drift": (
+        "DriftThresholds",
+        "ParameterChange",
+        "Verdict",
+        "eigenspace_overlap",
+        "kernel_distance",
+        "kernel_target_alignment",
+        "kernel_velocity",
+        "linearization_error",
+        "relative_kernel_change",
+        "relative_parameter_change",
+        "verdict",
+    ),
+    "errors": (
+        "InputError",
+        "KernelMemoryError",
+        "ModelCallError",
+        "ModelOutputError",
+        "NoSolutionError",
+        "NTKMonitorError",
+        "NTKMonitorWarning",
+        "ParameterSelectionError",
+    ),
+    "estimator": ("ProbeEstimator", "ProbePrediction", "SelfCheck", "predict_from_probe"),
+    "kernel": ("empirical_ntk", "empirical_ntk_fn", "NTKFunction"),
+    "options": ("KernelMode", "NTKMethod", "KernelOptions", "AnalysisOptions"),
+    "record": ("Snapshot", "Reference"),
+    "spectrum": ("PowerLawFit", "Spectrum", "eigendecompose"),
+    "theory": (
+        "ConservationCheck",
+        "ModeLearnability",
+        "Prediction",
+        "conservation_check",
+        "effective_ridge",
+        "extrapolate_tail",
+        "kernel_regression",
+        "learnability",
+        "mode_learnability",
+        "predict",
+        "solve_kappa",
+        "weight_distance",
+    ),
+    "tracker": ("NTKTracker",),
+    "callback": ("NTKMonitor",),
+}
+"""Public name -> module. Names are imported on first use (PEP 562), so ``import ntkmonitor.plots`` or
+``ntkmonitor.report`` loads neither the kernel engine nor Lightning."""
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the names as if imported eagerly
+    from .callback import NTKMonitor
+    from .drift import (
+        DriftThresholds,
+        ParameterChange,
+        Verdict,
+        eigenspace_overlap,
+        kernel_distance,
+        kernel_target_alignment,
+        kernel_velocity,
+        linearization_error,
+        relative_kernel_change,
+        relative_parameter_change,
+        verdict,
+    )
+    from .errors import (
+        InputError,
+        KernelMemoryError,
+        ModelCallError,
+        ModelOutputError,
+        NoSolutionError,
+        NTKMonitorError,
+        NTKMonitorWarning,
+        ParameterSelectionError,
+    )
+    from .estimator import ProbeEstimator, ProbePrediction, SelfCheck, predict_from_probe
+    from .kernel import KernelMode, NTKFunction, NTKMethod, empirical_ntk, empirical_ntk_fn
+    from .options import AnalysisOptions, KernelOptions
+    from .record import Reference
+    from .spectrum import PowerLawFit, Spectrum, eigendecompose
+    from .theory import (
+        ConservationCheck,
+        ModeLearnability,
+        Prediction,
+        conservation_check,
+        effective_ridge,
+        extrapolate_tail,
+        kernel_regression,
+        learnability,
+        mode_learnability,
+        predict,
+        solve_kappa,
+        weight_distance,
+    )
+    from .tracker import NTKTracker, Snapshot
 
 __version__ = "0.1.0"
 
@@ -77,8 +134,13 @@ __all__ = [
     "__version__",
     # kernel
     "empirical_ntk",
+    "empirical_ntk_fn",
+    "NTKFunction",
     "KernelMode",
     "NTKMethod",
+    # options
+    "KernelOptions",
+    "AnalysisOptions",
     # spectrum
     "eigendecompose",
     "Spectrum",
@@ -116,6 +178,7 @@ __all__ = [
     # monitoring
     "NTKTracker",
     "Snapshot",
+    "Reference",
     "NTKMonitor",
     # errors
     "NTKMonitorError",
@@ -129,9 +192,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # PEP 562: import Lightning only when the callback is asked for
-    if name == "NTKMonitor":
-        from .callback import NTKMonitor
+def __getattr__(name: str):  # PEP 562: each public name is imported when first asked for
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ntkmonitor' has no attribute {name!r}")
+    import importlib
 
-        return NTKMonitor
-    raise AttributeError(f"module 'ntkmonitor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -28,6 +28,7 @@ unified ``lightning`` package is installed); :func:`lightning_callback_class` bu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -47,7 +48,10 @@ from torch import nn
 from . import _checks, drift
 from ._files import unlink_quietly, write_text_atomic
 from .errors import InputError, NTKMonitorWarning
-from .tracker import NTKTracker, Snapshot, validate_options
+from .options import AnalysisOptions, KernelOptions
+from .record import Snapshot
+from .sinks import MetricsSink, Sink
+from .tracker import NTKTracker
 
 __all__ = [
     "NTKMonitor",
@@ -168,7 +172,11 @@ class _NTKMonitorLogic:
             train_size = _checks.positive_int(train_size, "train_size (or None to infer it)")
         if not (isinstance(max_overhead, (int, float)) and 0 < max_overhead <= 1):
             raise InputError(f"Expected max_overhead in (0, 1], but got {max_overhead!r}.")
-        validate_options(
+        # every kernel and analysis option is checked here, once: a typo fails at construction
+        self.kernel_options = KernelOptions(
+            method=method, params=params, chunk_size=chunk_size, dtype=dtype, output_fn=output_fn
+        )
+        self.analysis_options = AnalysisOptions(
             top_k=top_k,
             ridge=ridge,
             lr=None if lr == "auto" else lr,
@@ -188,18 +196,6 @@ class _NTKMonitorLogic:
         self.figures_every = figures_every
         self.batch_to_xy = batch_to_xy or _default_batch_to_xy
         self.module = module
-        self.tracker_options = {
-            "method": method,
-            "params": params,
-            "chunk_size": chunk_size,
-            "dtype": dtype,
-            "output_fn": output_fn,
-            "top_k": top_k,
-            "ridge": ridge,
-            "loss": loss,
-            "noise": noise,
-            "thresholds": thresholds,
-        }
         self.lr = lr
         self.seed = seed
         self.history_file = history_file
@@ -212,7 +208,7 @@ class _NTKMonitorLogic:
         self._last_cost = 0.0
         self._train_start: float | None = None
         self._measurements_since_figures = 0
-        self._sinks: list[Any] = []
+        self._sinks: list[Sink] = []
         # ddp_spawn (and ddp_fork) train in child processes, each with a copy of this object: rank 0 hands its
         # history back to the process that created the callback through this file
         self._creator_pid = os.getpid()
@@ -328,8 +324,8 @@ class _NTKMonitorLogic:
 
     def _start(self, trainer: Any, pl_module: Any) -> None:
         network = self._network(pl_module)
-        options = dict(self.tracker_options)
-        options["lr"] = self._resolve_lr(trainer)
+        analysis = dataclasses.replace(self.analysis_options, lr=self._resolve_lr(trainer))
+        options = {"kernel": self.kernel_options, "analysis": analysis}
         self._sinks = self._make_sinks(trainer)
         if self._pending_state is not None:  # resumed from a checkpoint: same probe, same reference
             state, self._pending_state = self._pending_state, None
@@ -356,7 +352,7 @@ class _NTKMonitorLogic:
         self._log(trainer, snap)
 
     def _resolve_lr(self, trainer: Any) -> float | None:
-        if self.lr != "auto" or self.tracker_options["loss"] == "cross_entropy":
+        if self.lr != "auto" or self.analysis_options.loss == "cross_entropy":
             return None if self.lr == "auto" else self.lr
         optimizers = getattr(trainer, "optimizers", None) or []
         if len(optimizers) == 1 and type(optimizers[0]) is torch.optim.SGD:
@@ -473,27 +469,24 @@ class _NTKMonitorLogic:
             self._last_cost = time.perf_counter() - start
             self._measure_seconds += self._last_cost
 
-    def _make_sinks(self, trainer: Any) -> list[Any]:
-        sinks = []
+    def _make_sinks(self, trainer: Any) -> list[Sink]:
+        sinks: list[Sink] = []
         for logger in getattr(trainer, "loggers", []) or []:
             writer = getattr(logger, "experiment", None) if _is_tensorboard(logger) else None
             if writer is not None and hasattr(writer, "add_custom_scalars"):
                 from .tensorboard import TensorBoardSink
 
-                sinks.append(("tensorboard", TensorBoardSink(writer, figures_every=self.figures_every)))
+                sinks.append(TensorBoardSink(writer, figures_every=self.figures_every))
             else:
-                sinks.append(("metrics", logger))
+                sinks.append(MetricsSink(logger))
         return sinks
 
     def _log(self, trainer: Any, snap: Snapshot, final: bool = False) -> None:
-        self._guard(trainer, "logging", lambda: self._log_sinks(final=final, snap=snap))
+        self._guard(trainer, "logging", lambda: self._log_sinks(final=final))
 
-    def _log_sinks(self, final: bool = False, snap: Snapshot | None = None) -> None:
-        for kind, sink in self._sinks:
-            if kind == "tensorboard":
-                sink.log(self.tracker, final=final)
-            elif snap is not None:
-                sink.log_metrics(snap.scalars(), step=snap.step)
+    def _log_sinks(self, final: bool = False) -> None:
+        for sink in self._sinks:
+            self.tracker.publish(sink, final=final)
 
     def _payload(self) -> str:
         return json.dumps(

@@ -40,9 +40,9 @@ from torch import nn
 
 from . import __version__
 from ._memory import available_bytes, format_bytes
-from ._problem import NTKMethod
 from .errors import InputError, ModelCallError, NTKMonitorError, NTKMonitorWarning
 from .kernel import empirical_ntk
+from .options import NTKMethod
 from .theory import weight_distance
 from .tracker import NTKTracker
 
@@ -759,15 +759,13 @@ def _write_tensorboard(tracker: NTKTracker, out: Path) -> None:
 
     from .tensorboard import TensorBoardSink
 
-    history = list(tracker.history)
     writer = SummaryWriter(str(out / "tensorboard"))
     sink = TensorBoardSink(writer, figures_every=0)
+    reference = tracker.reference_record
     try:
-        for i in range(len(history)):
-            tracker.history = history[: i + 1]
-            sink.log(tracker, final=i == len(history) - 1)
+        for i, snapshot in enumerate(tracker.history):
+            sink.log(snapshot, reference, final=i == len(tracker.history) - 1)
     finally:
-        tracker.history = history
         writer.close()
 
 

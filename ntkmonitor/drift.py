@@ -17,7 +17,6 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import torch
@@ -26,7 +25,8 @@ from torch import nn
 from . import _checks, _inputs
 from ._functional import FunctionalModel, OutputFn, unwrap_compiled
 from .errors import InputError
-from .spectrum import _eigh_top
+from .record import DriftThresholds, Verdict
+from .spectrum import eigh_top
 
 __all__ = [
     "kernel_distance",
@@ -35,35 +35,14 @@ __all__ = [
     "relative_parameter_change",
     "ParameterChange",
     "linearization_error",
+    "linearization_gap",
     "kernel_target_alignment",
     "eigenspace_overlap",
+    "subspace_overlap",
     "DriftThresholds",
     "Verdict",
     "verdict",
 ]
-
-
-class Verdict(str, Enum):
-    """The three regimes :func:`verdict` distinguishes.
-
-    A ``str`` enum: members compare equal to their values and serialize to JSON as plain strings.
-
-    - ``LAZY`` (``"lazy"``): the kernel and the linearization both hold; NTK theory applies.
-    - ``DRIFTING`` (``"drifting"``): measurable drift; predictions from the initial kernel degrade.
-    - ``FEATURE_LEARNING`` (``"feature-learning"``): the kernel changed substantially; the network is
-      learning features and the initial kernel no longer describes it.
-
-    Example:
-        >>> Verdict("lazy") == "lazy", str(Verdict.FEATURE_LEARNING.value)
-        (True, 'feature-learning')
-    """
-
-    LAZY = "lazy"
-    DRIFTING = "drifting"
-    FEATURE_LEARNING = "feature-learning"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def _kernel_pair(K0: Any, Kt: Any, names: tuple[str, str] = ("K0", "Kt")) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,6 +298,43 @@ def linearization_error(
             f"Expected params0/params_t to hold exactly the selected parameters {fm.names}, but got "
             f"{sorted(params0)}. Pass params= matching the dicts, or snapshot the selected parameters."
         )
+    return linearization_gap(fm, params0, params_t, x, f0=f0)
+
+
+def linearization_gap(
+    fmodel: FunctionalModel,
+    params0: Mapping[str, torch.Tensor],
+    params_t: Mapping[str, torch.Tensor],
+    x: _inputs.Batch,
+    *,
+    f0: torch.Tensor | None = None,
+    f_t: torch.Tensor | None = None,
+) -> float:
+    r""":func:`linearization_error` on a model already in functional form, reusing outputs already computed.
+
+    The tracker measures the outputs ``f_t`` and holds ``f0``; passing them saves two forward passes.
+
+    Args:
+        fmodel: the model as a function of its selected parameters (``ntkmonitor.NTKFunction.functional_model()``).
+        params0: ``{name: tensor}`` of ``fmodel.names`` at initialization.
+        params_t: the same parameters now.
+        x: inputs ``(n, ...)``.
+        f0: ``(n, k)`` outputs at ``theta_0``, or ``None`` to compute them.
+        f_t: ``(n, k)`` outputs at ``theta_t``, or ``None`` to compute them.
+
+    Returns:
+        ``||f_t - f_lin|| / ||f_t - f_0||``; ``nan`` when ``f_t == f_0`` exactly.
+
+    Example:
+        >>> from ntkmonitor import empirical_ntk_fn
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> fm = empirical_ntk_fn(model).functional_model()
+        >>> p0 = dict(fm.primals)
+        >>> pt = {n: p + 0.01 for n, p in p0.items()}
+        >>> 0 <= linearization_gap(fm, p0, pt, torch.randn(16, 3)) < 0.1
+        True
+    """
+    fm = fmodel
     n = _inputs.validate_batch(x, "x")
     with fm.measuring():
         xp = _inputs.prepare(x, fm.device, fm.dtype)
@@ -326,8 +342,9 @@ def linearization_error(
         pt = {name: params_t[name].detach().to(device=fm.device, dtype=fm.dtype) for name in fm.names}
         tangent = {name: pt[name] - p0[name] for name in fm.names}
         f0_here, jvp_out = torch.func.jvp(lambda p: fm(p, xp), (p0,), (tangent,))
-        with torch.no_grad():
-            f_t = fm(pt, xp)
+        if f_t is None:
+            with torch.no_grad():
+                f_t = fm(pt, xp)
     if f0 is None:
         f0_ref = f0_here
     else:
@@ -339,7 +356,7 @@ def linearization_error(
             )
         f0_ref = f0_ref.reshape(f0_here.shape)
     f0_ref = f0_ref.detach().double()
-    f_t = f_t.detach().double()
+    f_t = f_t.detach().double().to(f0_ref.device).reshape(f0_here.shape)
     f_lin = f0_ref + jvp_out.detach().double()
     denominator = float(torch.linalg.vector_norm(f_t - f0_ref))
     if denominator == 0:
@@ -422,53 +439,29 @@ def eigenspace_overlap(K0: torch.Tensor, Kt: torch.Tensor, k: int) -> float:
     k = _checks.positive_int(k, "k")
     if k > a.shape[0]:
         raise InputError(f"Expected k <= M = {a.shape[0]}, but got k={k}.")
-    _, U0, _ = _eigh_top(a, k)
-    _, Ut, _ = _eigh_top(b.to(a.device), k)
-    return _subspace_overlap(U0, Ut)
+    _, U0, _ = eigh_top(a, k)
+    _, Ut, _ = eigh_top(b.to(a.device), k)
+    return subspace_overlap(U0, Ut)
 
 
-def _subspace_overlap(U0: torch.Tensor, Ut: torch.Tensor) -> float:
-    """``||U0^T Ut||_F^2 / k`` for ``(M, k)`` orthonormal columns, clipped to ``[0, 1]``."""
-    value = float((U0.T @ Ut.to(U0)).pow(2).sum()) / U0.shape[1]
-    return min(1.0, max(0.0, value))
+def subspace_overlap(U0: torch.Tensor, Ut: torch.Tensor) -> float:
+    """``||U0^T Ut||_F^2 / k`` for ``(M, k)`` orthonormal columns, clipped to ``[0, 1]``.
 
+    The core of :func:`eigenspace_overlap`, for eigenvectors already at hand.
 
-@dataclass(frozen=True)
-class DriftThresholds:
-    """Thresholds of :func:`verdict` on the kernel distance and the linearization error.
+    Args:
+        U0: ``(M, k)`` orthonormal columns.
+        Ut: ``(M, k)`` orthonormal columns.
 
-    The defaults are rules of thumb, not theorems: a kernel distance below 0.05 (a cosine similarity above
-    0.95 with the initial kernel) and a function within 10 % of its linearization are what the kernel
-    theory describes well; beyond a kernel distance of 0.25 or a linearization error of 0.5 the predictions
-    of the initial kernel are qualitatively off (Fort et al. 2020, https://arxiv.org/abs/2010.15110, measure
-    distances of 0.3-0.8 for standard nets in their feature-learning phase).
-
-    Attributes:
-        lazy_distance: lazy requires ``kernel_distance < lazy_distance``.
-        lazy_linearization: lazy requires ``linearization_error < lazy_linearization`` (when measured).
-        feature_distance: ``kernel_distance > feature_distance`` means feature learning.
-        feature_linearization: ``linearization_error > feature_linearization`` means feature learning.
+    Returns:
+        A float in ``[0, 1]``.
 
     Example:
-        >>> strict = DriftThresholds(lazy_distance=0.01, lazy_linearization=0.05)
-        >>> str(verdict(0.03, 0.02, strict))
-        'drifting'
+        >>> subspace_overlap(torch.eye(3)[:, :2], torch.eye(3)[:, 1:])
+        0.5
     """
-
-    lazy_distance: float = 0.05
-    lazy_linearization: float = 0.1
-    feature_distance: float = 0.25
-    feature_linearization: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("lazy_distance", "lazy_linearization", "feature_distance", "feature_linearization"):
-            _checks.real_number(getattr(self, name), name)
-        if self.lazy_distance > self.feature_distance or self.lazy_linearization > self.feature_linearization:
-            raise InputError(
-                "Expected lazy thresholds <= feature-learning thresholds, but got "
-                f"lazy_distance={self.lazy_distance}, feature_distance={self.feature_distance}, "
-                f"lazy_linearization={self.lazy_linearization}, feature_linearization={self.feature_linearization}."
-            )
+    value = float((U0.T @ Ut.to(U0)).pow(2).sum()) / U0.shape[1]
+    return min(1.0, max(0.0, value))
 
 
 def _metric(value: Any, name: str) -> float | None:

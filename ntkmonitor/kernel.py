@@ -23,15 +23,25 @@ import torch
 from torch import nn
 
 from . import _inputs
-from ._functional import FunctionalModel, OutputFn, unwrap_compiled
-from ._jacobian import JacobianMethod
+from ._functional import FunctionalModel, ModelProfile, OutputFn, unwrap_compiled
 from ._memory import memory_budget
-from ._ntk_vp import NTKVPMethod
-from ._problem import KernelMethodImpl, KernelMode, KernelProblem, NTKMethod, parse_enum
-from ._structured import StructuredMethod
+from ._methods.jacobian import JacobianMethod
+from ._methods.ntk_vp import NTKVPMethod
+from ._methods.request import KernelMethodImpl, KernelRequest
+from ._methods.structured import StructuredMethod
 from .errors import InputError, KernelMemoryError, NTKMonitorError, NTKMonitorWarning
+from .options import KernelMode, KernelOptions, NTKMethod, parse_enum
 
-__all__ = ["empirical_ntk", "KernelMode", "NTKMethod", "resolve_method", "method_report", "MethodChoice"]
+__all__ = [
+    "empirical_ntk",
+    "empirical_ntk_fn",
+    "NTKFunction",
+    "KernelMode",
+    "NTKMethod",
+    "resolve_method",
+    "method_report",
+    "MethodChoice",
+]
 
 _METHODS: dict[NTKMethod, KernelMethodImpl] = {
     NTKMethod.JACOBIAN: JacobianMethod(),
@@ -78,6 +88,143 @@ def method_report(model: nn.Module) -> list[MethodChoice]:
     except TypeError:  # a module that cannot be weakly referenced
         return []
     return [MethodChoice(method=st.last, skipped=dict(st.failed)) for st in states.values() if st.last is not None]
+
+
+class NTKFunction:
+    """The empirical NTK of one model, configured once and called many times: ``fn(x1, x2=None)``.
+
+    Built by :func:`empirical_ntk_fn`. It keeps the parameter selection and options, and per input layout
+    (per-example shapes and dtypes) the model's profile (outputs, FLOPs, the batch-independence check) and what
+    the methods learned; each call re-reads the parameter and buffer tensors, so it follows in-place updates
+    (an optimizer step) and ``load_state_dict``. ``method="auto"`` remembers per model which methods proved
+    themselves (:func:`method_report`).
+
+    Args:
+        model: any ``nn.Module`` (see :func:`empirical_ntk`); ``torch.compile``'d modules are measured eagerly.
+        options: the checked :class:`~ntkmonitor.KernelOptions`.
+
+    Attributes:
+        model: the measured module (the original module behind ``torch.compile``).
+        options: the options.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+        >>> ntk = empirical_ntk_fn(model, mode="trace")
+        >>> x = torch.randn(5, 3)
+        >>> torch.equal(ntk(x), empirical_ntk(model, x))
+        True
+    """
+
+    def __init__(self, model: nn.Module, options: KernelOptions) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"Expected model to be a torch.nn.Module, but got {type(model).__name__}.")
+        if not isinstance(options, KernelOptions):
+            raise InputError(f"Expected options to be a KernelOptions, but got {type(options).__name__}.")
+        self.options = options
+        self.model, self._params = unwrap_compiled(model, options.params)
+        self.functional_model()  # the parameter selection, dtype and device are checked now
+        self._profiles: dict[tuple, ModelProfile] = {}
+        self._caches: dict[tuple, dict] = {}
+
+    def functional_model(self) -> FunctionalModel:
+        """The model as a pure function of its selected parameters, with their current values."""
+        o = self.options
+        return FunctionalModel(self.model, self._params, o.dtype, o.output_fn)
+
+    def __call__(self, x1: _inputs.Batch, x2: _inputs.Batch | None = None) -> torch.Tensor:
+        """The kernel between ``x1`` ``(n1, ...)`` and ``x2`` ``(n2, ...)`` (``None``: ``K(x1, x1)``).
+
+        Returns:
+            ``(n1, n2)``, ``(n1, n2, k)`` or ``(n1, n2, k, k)`` by mode (see :func:`empirical_ntk`).
+        """
+        fmodel = self.functional_model()
+        mode = self.options.mode
+        n1 = _inputs.validate_batch(x1, "x1")
+        symmetric = x2 is None or x2 is x1
+        n2 = n1
+        if not symmetric:
+            n2 = _inputs.validate_batch(x2, "x2")
+            _inputs.check_compatible(x1, x2)
+        with fmodel.measuring():
+            x1p = _inputs.prepare(x1, fmodel.device, fmodel.dtype)
+            x2p = None if symmetric else _inputs.prepare(x2, fmodel.device, fmodel.dtype)
+            key = (*_layout(x1p), min(n1, 2), fmodel.dtype, fmodel.device)
+            if key not in self._profiles:
+                self._profiles[key] = fmodel.profile(x1p, n1, "x1")
+            request = KernelRequest(
+                fmodel=fmodel,
+                x1=x1p,
+                x2=x2p,
+                n1=n1,
+                n2=n2,
+                mode=mode,
+                profile=self._profiles[key],
+                chunk_size=self.options.chunk_size,
+                budget=memory_budget(fmodel.device),
+                cache=self._caches.setdefault(key, {}),
+            )
+            shape = request.result_shape()
+            request.check_fits(
+                2 * torch.Size(shape).numel() * request.itemsize,
+                f"the {mode.value} kernel of shape {shape} (and one working copy)",
+                "Use fewer examples, mode='trace' (k^2 times smaller than 'full'), or compute it in blocks of x1.",
+            )
+            result = _compute(request, self.options.method)
+        if mode is KernelMode.TRACE:
+            result /= request.k  # methods sum over the outputs; the trace kernel is their mean
+        if symmetric:
+            result = _mirror_upper(result, mode)
+        return result
+
+
+def _layout(x: _inputs.Batch) -> tuple:
+    leaves: list[tuple[Any, ...]] = []
+    _inputs.tree_map(lambda t: leaves.append((tuple(t.shape[1:]), t.dtype)) or t, x)
+    return tuple(leaves)
+
+
+def empirical_ntk_fn(
+    model: nn.Module,
+    *,
+    mode: KernelMode | str = "trace",
+    method: NTKMethod | str = "auto",
+    params: Sequence[str] | str | None = None,
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    output_fn: OutputFn | None = None,
+) -> NTKFunction:
+    """Configure the empirical NTK of ``model`` once; call the result many times: ``fn(x1, x2=None)``.
+
+    The arguments are those of :func:`empirical_ntk`, checked here (a typo raises now, not at the first call). The
+    returned :class:`NTKFunction` keeps the parameter selection, the model's profile and what ``auto`` learned,
+    per input layout, and re-reads only the parameter tensors at each call, so repeated measurements of a model
+    in training skip the planning (neural-tangents' ``empirical_ntk_fn`` is the model for this interface).
+
+    Args:
+        model: any ``nn.Module``.
+        mode: ``"trace"``, ``"diagonal"`` or ``"full"`` (:class:`KernelMode`).
+        method: ``"auto"``, ``"jacobian"``, ``"ntk_vp"``, ``"structured"`` or ``"jacobian_loop"`` (:class:`NTKMethod`).
+        params: parameter names / module prefixes, or ``None`` for every trainable parameter.
+        chunk_size: examples per block, or ``None`` for the memory budget.
+        dtype: computation dtype, or ``None``.
+        output_fn: selects the output tensor from a tuple/dict output.
+
+    Returns:
+        An :class:`NTKFunction`: ``fn(x1)`` ``(n1, n1, ...)``, ``fn(x1, x2)`` ``(n1, n2, ...)``.
+
+    Raises:
+        InputError: bad options. ParameterSelectionError: unknown parameter names.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+        >>> ntk = empirical_ntk_fn(model, mode="full")
+        >>> ntk(torch.randn(4, 3), torch.randn(2, 3)).shape
+        torch.Size([4, 2, 2, 2])
+    """
+    options = KernelOptions(
+        method=method, mode=mode, params=params, chunk_size=chunk_size, dtype=dtype, output_fn=output_fn
+    )
+    return NTKFunction(model, options)
 
 
 def empirical_ntk(
@@ -152,94 +299,59 @@ def empirical_ntk(
         >>> empirical_ntk(model, x, x[:2], mode="full").shape
         torch.Size([5, 2, 2, 2])
     """
-    mode = parse_enum(KernelMode, mode, "mode")
-    method = parse_enum(NTKMethod, method, "method")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise InputError(f"Expected chunk_size to be None or a positive int, but got {chunk_size!r}.")
-    fmodel = FunctionalModel(model, params, dtype, output_fn)
-    n1 = _inputs.validate_batch(x1, "x1")
-    symmetric = x2 is None or x2 is x1
-    n2 = n1
-    if not symmetric:
-        n2 = _inputs.validate_batch(x2, "x2")
-        _inputs.check_compatible(x1, x2)
-
-    with fmodel.measuring():
-        x1p = _inputs.prepare(x1, fmodel.device, fmodel.dtype)
-        x2p = None if symmetric else _inputs.prepare(x2, fmodel.device, fmodel.dtype)
-        profile = fmodel.profile(x1p, n1, "x1")
-        problem = KernelProblem(
-            fmodel=fmodel,
-            x1=x1p,
-            x2=x2p,
-            n1=n1,
-            n2=n2,
-            mode=mode,
-            profile=profile,
-            chunk_size=chunk_size,
-            budget=memory_budget(fmodel.device),
-        )
-        shape = problem.result_shape()
-        problem.check_fits(
-            2 * torch.Size(shape).numel() * problem.itemsize,
-            f"the {mode.value} kernel of shape {shape} (and one working copy)",
-            "Use fewer examples, mode='trace' (k^2 times smaller than 'full'), or compute it in blocks of x1.",
-        )
-        result = _compute(problem, method)
-    if symmetric:
-        result = _mirror_upper(result, mode)
-    return result
+    ntk = empirical_ntk_fn(
+        model, mode=mode, method=method, params=params, chunk_size=chunk_size, dtype=dtype, output_fn=output_fn
+    )
+    return ntk(x1, x2)
 
 
-def resolve_method(problem: KernelProblem, method: NTKMethod | str = NTKMethod.AUTO) -> NTKMethod:
-    """The method ``"auto"`` picks for ``problem``: the lowest estimated cost.
+def resolve_method(request: KernelRequest, method: NTKMethod | str = NTKMethod.AUTO) -> NTKMethod:
+    """The method ``"auto"`` picks for ``request``: the lowest estimated cost.
 
     Args:
-        problem: the validated kernel request.
+        request: the validated kernel request.
         method: a concrete method is returned unchanged.
 
     Returns:
         A concrete :class:`NTKMethod`.
 
     Example:
-        >>> resolve_method(problem, "jacobian")  # doctest: +SKIP
+        >>> resolve_method(request, "jacobian")  # doctest: +SKIP
         <NTKMethod.JACOBIAN: 'jacobian'>
     """
     method = parse_enum(NTKMethod, method, "method")
     if method is not NTKMethod.AUTO:
         return method
-    return _choose(problem)
+    return _choose(request)
 
 
-def _signature(problem: KernelProblem) -> tuple:
+def _signature(request: KernelRequest) -> tuple:
     """What a method's ability to run depends on: mode, parameters, dtype, output selection, input layout."""
-    leaves: list[tuple[Any, ...]] = []
-    _inputs.tree_map(lambda t: leaves.append((tuple(t.shape[1:]), t.dtype)) or t, problem.x1)
-    fm = problem.fmodel
-    return (problem.mode, tuple(fm.names), fm.dtype, id(fm.output_fn), tuple(leaves), fm.device, tuple(_METHODS))
+    fm = request.fmodel
+    return (request.mode, tuple(fm.names), fm.dtype, id(fm.output_fn), _layout(request.x1), fm.device, tuple(_METHODS))
 
 
 def _reason(err: BaseException, limit: int = 300) -> str:
     return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
 
 
-def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
+def _compute(request: KernelRequest, method: NTKMethod) -> torch.Tensor:
     """The kernel by ``method``. Under ``auto``, a method that passed the two-example trial but fails on this
     request is excluded and the next one runs (never a method excluded before); the failure is remembered only
     once a method has succeeded, so one bad request (an out-of-range token id, say) changes nothing. A concrete
     method's failure inside ``torch.func`` becomes an error that names the way around."""
-    chosen = resolve_method(problem, method)
+    chosen = resolve_method(request, method)
     excluded: dict[str, str] = {}
     first: BaseException | None = None
     while True:
         try:
-            result = _METHODS[chosen].compute(problem)
+            result = _METHODS[chosen].compute(request)
         except NTKMonitorError:
             raise
         except Exception as err:
             if method is not NTKMethod.AUTO:
                 raise NTKMonitorError(
-                    f"Expected method={chosen.value!r} to compute the kernel of {type(problem.fmodel.model).__name__}, "
+                    f"Expected method={chosen.value!r} to compute the kernel of {type(request.fmodel.model).__name__}, "
                     f"but torch.func failed: {_reason(err)}. method='auto' proves each method on two examples and "
                     "falls back; 'jacobian_loop' runs models vmap cannot batch (attention masks with data-dependent "
                     "control flow, RNNs); 'ntk_vp' avoids vmap over examples."
@@ -247,7 +359,7 @@ def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
             first = first or err
             excluded[chosen.value] = _reason(err)
             try:
-                chosen = _choose(problem, excluded, remember=False)
+                chosen = _choose(request, excluded, remember=False)
             except NTKMonitorError:
                 reasons = "; ".join(f"{name}: {why}" for name, why in excluded.items())
                 raise NTKMonitorError(
@@ -257,8 +369,8 @@ def _compute(problem: KernelProblem, method: NTKMethod) -> torch.Tensor:
                 ) from first
             continue
         if excluded:  # a method succeeded after others failed on this request: remember those failures
-            _state(problem).failed.update(excluded)
-            _report(problem, chosen)
+            _state(request).failed.update(excluded)
+            _report(request, chosen)
         return result
 
 
@@ -275,24 +387,24 @@ class _AutoState:
 _STATES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _AutoState]] = weakref.WeakKeyDictionary()
 
 
-def _state(problem: KernelProblem) -> _AutoState:
+def _state(request: KernelRequest) -> _AutoState:
     try:
-        per_model = _STATES.setdefault(problem.fmodel.model, {})
+        per_model = _STATES.setdefault(request.fmodel.model, {})
     except TypeError:  # not weakly referenceable: learn nothing across calls
         per_model = {}
-    return per_model.setdefault(_signature(problem), _AutoState())
+    return per_model.setdefault(_signature(request), _AutoState())
 
 
-def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, remember: bool = True) -> NTKMethod:
+def _choose(request: KernelRequest, excluded: dict[str, str] | None = None, *, remember: bool = True) -> NTKMethod:
     """``auto``: the cheapest method (by the cost model, for this request's size) that runs the model.
 
     A method runs a two-example trial the first time it would be chosen for a model and kind of request; its
     success or failure (with the reason) is remembered, so later calls only rank the costs. ``excluded`` (method
     -> reason) are skipped for this call only.
     """
-    fm = problem.fmodel
-    state = _state(problem)
-    costs = {m: impl.cost(problem) for m, impl in _METHODS.items()}
+    fm = request.fmodel
+    state = _state(request)
+    costs = {m: impl.cost(request) for m, impl in _METHODS.items()}
     skip = {**state.failed, **(excluded or {})}
     trial, memory_error, chosen = None, None, None
     reference: torch.Tensor | None = None
@@ -301,9 +413,9 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
             continue
         if m.value not in state.proven:
             if trial is None:
-                two = min(problem.n1, 2)
+                two = min(request.n1, 2)
                 trial = dataclasses.replace(
-                    problem, x1=_inputs.take(problem.x1, slice(0, two)), x2=None, n1=two, n2=two
+                    request, x1=_inputs.take(request.x1, slice(0, two)), x2=None, n1=two, n2=two
                 )
             try:
                 with fm.measuring():
@@ -326,7 +438,7 @@ def _choose(problem: KernelProblem, excluded: dict[str, str] | None = None, *, r
         break
     if chosen is not None:
         if remember:  # otherwise the caller records the choice once the whole request has succeeded
-            _report(problem, chosen)
+            _report(request, chosen)
         return chosen
     if memory_error is not None:
         raise memory_error
@@ -345,7 +457,7 @@ _REFERENCE_PASSES = 256
 """The trial is checked against per-example reverse mode when that takes at most this many backward passes."""
 
 
-def _reference(trial: KernelProblem) -> torch.Tensor:
+def _reference(trial: KernelRequest) -> torch.Tensor:
     """The trial kernel by per-example reverse mode (``jacobian_loop``), the derivatives training uses.
 
     Every method must reproduce it: one whose derivatives deviate (forward mode through an op with a custom
@@ -386,15 +498,15 @@ def _trial_defect(kernel: torch.Tensor, reference: torch.Tensor, dtype: torch.dt
     return ""
 
 
-def _report(problem: KernelProblem, method: NTKMethod) -> None:
+def _report(request: KernelRequest, method: NTKMethod) -> None:
     """Record the choice for :func:`method_report` and warn once about each newly failed cheaper method."""
-    state = _state(problem)
+    state = _state(request)
     state.last = method
     new = {name: why for name, why in state.failed.items() if name not in state.warned}
     if new:
         state.warned.update(new)
         warnings.warn(
-            f"empirical_ntk(method='auto'): using {method.value!r} for {type(problem.fmodel.model).__name__}, "
+            f"empirical_ntk(method='auto'): using {method.value!r} for {type(request.fmodel.model).__name__}, "
             "because "
             + "; ".join(f"{name!r} failed ({why})" for name, why in new.items())
             + ". Pass method=... to choose yourself; ntkmonitor.kernel.method_report(model) keeps the reasons.",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InputError
-from .tracker import Snapshot
+from .record import Snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

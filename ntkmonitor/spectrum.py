@@ -35,6 +35,7 @@ __all__ = [
     "Spectrum",
     "PowerLawFit",
     "eigendecompose",
+    "eigh_top",
     "PARTIAL_MIN_POINTS",
     "PARTIAL_MAX_FRACTION",
 ]
@@ -374,7 +375,7 @@ def eigendecompose(K: torch.Tensor, *, top_k: int | None = None) -> Spectrum:
         top_k = _checks.positive_int(top_k, "top_k")
         if top_k > M:
             raise InputError(f"Expected top_k <= M = {M} (the number of probe points), but got top_k={top_k}.")
-    mu, U, method = _eigh_top(Kd, top_k)
+    mu, U, method = eigh_top(Kd, top_k)
     lam = mu / M
     scale = float(lam.abs().max()) if lam.numel() else 0.0
     roundoff = M * torch.finfo(dtype).eps * scale
@@ -391,8 +392,24 @@ def eigendecompose(K: torch.Tensor, *, top_k: int | None = None) -> Spectrum:
     return Spectrum(eigenvalues=lam.clamp_min(0.0), eigenvectors=U, M=M, method=method)
 
 
-def _eigh_top(Kd: torch.Tensor, top_k: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Eigenvalues of ``Kd`` (float64, descending) and eigenvectors, top ``top_k`` or all; and the method."""
+def eigh_top(Kd: torch.Tensor, top_k: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Eigenvalues of a symmetric float64 matrix ``Kd`` (descending) and eigenvectors, top ``top_k`` or all.
+
+    For ``M >= PARTIAL_MIN_POINTS`` and ``top_k <= PARTIAL_MAX_FRACTION * M`` a block Krylov method finds the top
+    ``top_k`` pairs; otherwise (or when it does not converge) the full ``torch.linalg.eigh``.
+
+    Args:
+        Kd: ``(M, M)`` symmetric float64 matrix.
+        top_k: how many leading pairs, or ``None`` for all.
+
+    Returns:
+        ``(eigenvalues (t,), eigenvectors (M, t), method)`` with ``method`` ``"krylov"`` or ``"eigh"``.
+
+    Example:
+        >>> mu, U, how = eigh_top(torch.diag(torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)), 2)
+        >>> mu.tolist(), how
+        ([3.0, 2.0], 'eigh')
+    """
     M = Kd.shape[0]
     if top_k is not None and M >= PARTIAL_MIN_POINTS and top_k <= PARTIAL_MAX_FRACTION * M:
         found = _block_krylov(Kd, top_k)

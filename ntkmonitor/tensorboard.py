@@ -8,8 +8,8 @@ used. Every write is guarded: a value or figure that cannot be written is skippe
 Tags (see ``docs/callback.md`` for the meaning and formula of every key):
 
 - **Scalars** (``SummaryWriter.add_scalar`` at ``global_step = snapshot.step``): every key of
-  :meth:`Snapshot.scalars() <ntkmonitor.Snapshot.scalars>` — the keys of :data:`~ntkmonitor.tracker.SCALAR_KEYS`,
-  the per-mode keys ``ntk/mode_NN/learnability_{predicted,actual}`` (:data:`~ntkmonitor.tracker.MODE_KEY`) and
+  :meth:`Snapshot.scalars() <ntkmonitor.Snapshot.scalars>` — the keys of :data:`~ntkmonitor.record.SCALAR_KEYS`,
+  the per-mode keys ``ntk/mode_NN/learnability_{predicted,actual}`` (:data:`~ntkmonitor.record.MODE_KEY`) and
   the per-parameter keys ``ntk/params/<name>/relative_change``. Undefined (``nan``) values are not written.
 - **Custom scalars** (the "Custom Scalars" dashboard, category :data:`LAYOUT_CATEGORY` ``"ntkmonitor"``): one
   overlaid chart each for :data:`LEARNABILITY_CHART`, :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART`; a "Margin"
@@ -50,7 +50,16 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, NTKMonitorWarning
-from .tracker import MODE_KEY, Snapshot
+from .record import (
+    DRIFT_KEYS,
+    INTERVAL_KEYS,
+    LEARNABILITY_KEYS,
+    MODE_KEY,
+    TEST_MSE_KEYS,
+    Reference,
+    Snapshot,
+    format_number,
+)
 
 __all__ = [
     "custom_scalars_layout",
@@ -91,17 +100,15 @@ DRIFT_CHART = "drift"
 """Chart overlaying ``ntk/drift/{kernel_distance,relative_kernel_change,parameter_change,linearization_error}``."""
 
 MODE_CHART = "mode {index}: predicted vs actual"
-"""Chart title per reported mode ``index`` (0-based), overlaying the :data:`~ntkmonitor.tracker.MODE_KEY` keys
+"""Chart title per reported mode ``index`` (0-based), overlaying the :data:`~ntkmonitor.record.MODE_KEY` keys
 (predicted, actual, and the ends of the predicted interval)."""
 
-MARGIN_CHARTS: dict[str, tuple[str, str, str]] = {
-    f"{quantity} predicted from {source}, with its interval": (
-        f"ntk/{key}/predicted_{suffix}",
-        f"ntk/{key}/predicted_{suffix}_lower",
-        f"ntk/{key}/predicted_{suffix}_upper",
-    )
-    for quantity, key in (("learnability", "learnability"), ("test MSE", "test_mse"))
-    for source, suffix in (("K0", "init"), ("Kt", "current"))
+_QUANTITY = {"learnability": "learnability", "test_mse": "test MSE"}
+_SOURCE = {"init": "K0", "current": "Kt"}
+
+MARGIN_CHARTS: dict[str, tuple[str, ...]] = {
+    f"{_QUANTITY[quantity]} predicted from {_SOURCE[source]}, with its interval": keys
+    for (quantity, source), keys in INTERVAL_KEYS.items()
 }
 """"Margin" charts: title -> ``(value, lower, upper)`` tags; TensorBoard draws the band between the ends."""
 
@@ -129,19 +136,6 @@ HEATMAP_FIGURE_TAG = "ntk/figures/mode_heatmap"
 
 FIGURE_TAGS = (SPECTRUM_FIGURE_TAG, MODE_FIGURE_TAG, LEARNABILITY_FIGURE_TAG, DRIFT_FIGURE_TAG, HEATMAP_FIGURE_TAG)
 """Every image tag :func:`log_figures` writes, in order."""
-
-_LEARNABILITY_KEYS = (
-    "ntk/learnability/actual",
-    "ntk/learnability/predicted_init",
-    "ntk/learnability/predicted_current",
-)
-_TEST_MSE_KEYS = ("ntk/test_mse/actual", "ntk/test_mse/predicted_init", "ntk/test_mse/predicted_current")
-_DRIFT_KEYS = (
-    "ntk/drift/kernel_distance",
-    "ntk/drift/relative_kernel_change",
-    "ntk/drift/parameter_change",
-    "ntk/drift/linearization_error",
-)
 
 _REGISTERED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 _REGISTERED_IDS: set[int] = set()  # writers that accept neither weak references nor attributes
@@ -198,9 +192,9 @@ def custom_scalars_layout(mode_indices: Sequence[int] = ()) -> dict[str, dict[st
         'Margin'
     """
     charts: dict[str, list[Any]] = {
-        LEARNABILITY_CHART: ["Multiline", [_regex(k) for k in _LEARNABILITY_KEYS]],
-        TEST_MSE_CHART: ["Multiline", [_regex(k) for k in _TEST_MSE_KEYS]],
-        DRIFT_CHART: ["Multiline", [_regex(k) for k in _DRIFT_KEYS]],
+        LEARNABILITY_CHART: ["Multiline", [_regex(k) for k in LEARNABILITY_KEYS]],
+        TEST_MSE_CHART: ["Multiline", [_regex(k) for k in TEST_MSE_KEYS]],
+        DRIFT_CHART: ["Multiline", [_regex(k) for k in DRIFT_KEYS]],
         **{title: ["Margin", list(tags)] for title, tags in MARGIN_CHARTS.items()},
     }
     for index in mode_indices:
@@ -402,14 +396,10 @@ def log_figures(
     return written
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.4g}"
-
-
 def _with_interval(value: float, lower: float, upper: float) -> str:
     if not (math.isfinite(lower) and math.isfinite(upper)):
-        return _fmt(value)
-    return f"{_fmt(value)} [{_fmt(lower)}, {_fmt(upper)}]"
+        return format_number(value)
+    return f"{format_number(value)} [{format_number(lower)}, {format_number(upper)}]"
 
 
 def text_summary(snapshot: Snapshot) -> str:
@@ -428,10 +418,10 @@ def text_summary(snapshot: Snapshot) -> str:
     s = _check_snapshot(snapshot)
     epoch = f" (epoch {s.epoch})" if s.epoch is not None else ""
     rows = [
-        ("kernel distance", _fmt(s.kernel_distance)),
-        ("linearization error", _fmt(s.linearization_error)),
-        ("relative parameter change", _fmt(s.parameter_change)),
-        ("learnability: actual", _fmt(s.learnability_actual)),
+        ("kernel distance", format_number(s.kernel_distance)),
+        ("linearization error", format_number(s.linearization_error)),
+        ("relative parameter change", format_number(s.parameter_change)),
+        ("learnability: actual", format_number(s.learnability_actual)),
         (
             "learnability: predicted from K0",
             _with_interval(
@@ -446,7 +436,7 @@ def text_summary(snapshot: Snapshot) -> str:
                 s.learnability_predicted_current_upper,
             ),
         ),
-        ("test MSE: actual", _fmt(s.test_mse_actual)),
+        ("test MSE: actual", format_number(s.test_mse_actual)),
         (
             "test MSE: predicted from K0",
             _with_interval(s.test_mse_predicted_init, s.test_mse_predicted_init_lower, s.test_mse_predicted_init_upper),
@@ -457,13 +447,13 @@ def text_summary(snapshot: Snapshot) -> str:
                 s.test_mse_predicted_current, s.test_mse_predicted_current_lower, s.test_mse_predicted_current_upper
             ),
         ),
-        ("ridge of the prediction", _fmt(s.ridge)),
+        ("ridge of the prediction", format_number(s.ridge)),
     ]
     if math.isfinite(s.self_check_learnability_gap):
         rows.append(
             (
                 "self-check on the probe: learnability gap, MSE ratio",
-                f"{_fmt(s.self_check_learnability_gap)}, {_fmt(s.self_check_mse_ratio)}x",
+                f"{format_number(s.self_check_learnability_gap)}, {format_number(s.self_check_mse_ratio)}x",
             )
         )
     lines = [f"**Step {s.step}{epoch}: {s.verdict or 'no verdict'}**", "", "| metric | value |", "|---|---|"]
@@ -527,14 +517,15 @@ def log_snapshot(writer: Any, snapshot: Snapshot, *, eigenvalues: Any = None) ->
 
 # ---------------------------------------------------------------------------------------------------- sink
 class TensorBoardSink:
-    r"""Writes an :class:`~ntkmonitor.tracker.NTKTracker`'s measurements to a ``SummaryWriter``.
+    r"""Writes measurements (:class:`~ntkmonitor.Snapshot` with the run's :class:`~ntkmonitor.Reference`) to a
+    ``SummaryWriter``; a :class:`~ntkmonitor.sinks.Sink`.
 
-    Each :meth:`log` writes the tracker's latest snapshot (:func:`log_snapshot`: layout once, scalars, the
+    Each :meth:`log` writes a snapshot (:func:`log_snapshot`: layout once, scalars, the
     histogram of the current spectrum, the text summary) and, every ``figures_every`` measurements (the
     ``figures_every``-th, ``2 figures_every``-th, ...; not the reference, whose figures would show one point)
     or when ``final=True``, the figures (:func:`log_figures`). Logging the
-    same snapshot twice writes it once (``log(tracker, final=True)`` after the last measurement only adds the
-    figures). Failures warn with :class:`~ntkmonitor.NTKMonitorWarning` and are skipped.
+    same snapshot twice writes it once (``tracker.publish(sink, final=True)`` after the last measurement only adds
+    the figures). Failures warn with :class:`~ntkmonitor.NTKMonitorWarning` and are skipped.
 
     Args:
         writer: a ``SummaryWriter`` (``torch.utils.tensorboard``, or Lightning's ``logger.experiment``).
@@ -544,6 +535,7 @@ class TensorBoardSink:
         writer: the writer.
         figures_every: the figure cadence.
         measurements: how many distinct snapshots were written.
+        history: those snapshots, in order (what the figures over time draw).
 
     Example:
         >>> import tempfile
@@ -555,10 +547,10 @@ class TensorBoardSink:
         ...     writer = SummaryWriter(logdir)
         ...     sink = TensorBoardSink(writer, figures_every=0)
         ...     _ = tracker.reference()
-        ...     sink.log(tracker)
+        ...     tracker.publish(sink)
         ...     _ = tracker.measure(step=1)
-        ...     sink.log(tracker)
-        ...     sink.log(tracker, final=True)  # figures
+        ...     tracker.publish(sink)
+        ...     tracker.publish(sink, final=True)  # figures
         ...     writer.close()
         >>> sink.measurements
         2
@@ -572,6 +564,7 @@ class TensorBoardSink:
         self.writer = writer
         self.figures_every = figures_every or 0
         self.measurements = 0
+        self.history: list[Snapshot] = []
         self._last: Snapshot | None = None
         self._last_figures: Snapshot | None = None
 
@@ -597,56 +590,52 @@ class TensorBoardSink:
 
         return cls(SummaryWriter(log_dir, **writer_kwargs), figures_every)
 
-    def log(self, tracker: Any, *, final: bool = False) -> None:
-        r"""Write the tracker's latest measurement, and the figures when due or ``final``.
+    def log(self, snapshot: Snapshot, reference: Reference, *, eigenvalues: Any = None, final: bool = False) -> None:
+        r"""Write a measurement (once per snapshot), and the figures when due or ``final``.
+
+        A :class:`~ntkmonitor.sinks.Sink`: :meth:`ntkmonitor.NTKTracker.publish` calls it with the tracker's
+        latest snapshot. The figures over time draw every snapshot this sink has received.
 
         Args:
-            tracker: an :class:`~ntkmonitor.tracker.NTKTracker` after :meth:`~ntkmonitor.tracker.NTKTracker.reference`.
+            snapshot: the measurement.
+            reference: the run's :class:`~ntkmonitor.Reference` (reference spectrum, target power, thresholds).
+            eigenvalues: ``(R,)`` operator eigenvalues of the measured kernel for the histogram, or ``None``.
             final: force the figures (e.g. at the end of training) and flush the writer.
 
         Example:
-            >>> TensorBoardSink(writer=None).log(Snapshot(step=0))  # pass the tracker, not a snapshot
-            Traceback (most recent call last):
-            ...
-            ntkmonitor.errors.InputError: Expected an NTKTracker (with .history), but got Snapshot. ...
+            >>> try:
+            ...     TensorBoardSink(writer=None).log(Snapshot(step=0), reference=None)
+            ... except InputError as err:
+            ...     print(str(err)[:46])
+            Expected reference to be a Reference (tracker.
         """
-        history = getattr(tracker, "history", None)
-        if not isinstance(history, list):
+        if not isinstance(snapshot, Snapshot):
             raise InputError(
-                f"Expected an NTKTracker (with .history), but got {type(tracker).__name__}. "
-                "Pass the tracker itself, e.g. sink.log(tracker) after tracker.measure(step)."
+                f"Expected snapshot to be a Snapshot, but got {type(snapshot).__name__}. From a tracker, call "
+                "tracker.publish(sink)."
             )
-        if not history:
-            warnings.warn(
-                "ntkmonitor has nothing to write yet: the tracker has no measurement. Call tracker.reference() first.",
-                NTKMonitorWarning,
-                stacklevel=2,
+        if not isinstance(reference, Reference):
+            raise InputError(
+                f"Expected reference to be a Reference (tracker.reference_record), but got {type(reference).__name__}."
             )
-            return
-        snap = history[-1]
-        new = snap is not self._last
+        new = snapshot is not self._last
         if new:
-            spectrum = getattr(tracker, "last_spectrum", None)
-            log_snapshot(self.writer, snap, eigenvalues=None if spectrum is None else spectrum.eigenvalues)
-            self._last = snap
+            log_snapshot(self.writer, snapshot, eigenvalues=eigenvalues)
+            self._last = snapshot
+            self.history.append(snapshot)
             self.measurements += 1
         due = new and self.figures_every > 0 and self.measurements % self.figures_every == 0
-        if (due or final) and snap is not self._last_figures:
-            eigenvalues0 = target_power0 = None
-            with _guard("the reference spectrum"):
-                if tracker.spectrum0 is not None:
-                    eigenvalues0 = tracker.spectrum0.eigenvalues
-                    target_power0 = tracker.coefficients0.pow(2).sum(1)
+        if (due or final) and snapshot is not self._last_figures:
             log_figures(
                 self.writer,
-                history,
-                eigenvalues0=eigenvalues0,
-                target_power0=target_power0,
-                step=snap.step,
-                thresholds=getattr(tracker, "thresholds", None),
-                kappa=snap.kappa_init,
+                self.history,
+                eigenvalues0=reference.eigenvalues,
+                target_power0=reference.target_power,
+                step=snapshot.step,
+                thresholds=reference.thresholds,
+                kappa=snapshot.kappa_init,
             )
-            self._last_figures = snap
+            self._last_figures = snapshot
         if final:
             self.flush()
 

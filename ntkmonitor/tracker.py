@@ -37,303 +37,49 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import _checks, _inputs, drift, theory
-from ._functional import FunctionalModel, OutputFn
+from ._functional import FunctionalModel
 from .errors import InputError, NoSolutionError
-from .estimator import RESAMPLES, THEORY_TOLERANCE, ProbeEstimator, ProbePrediction, SelfCheck
-from .kernel import empirical_ntk
+from .estimator import THEORY_TOLERANCE, ProbeEstimator, ProbePrediction, SelfCheck
+from .kernel import NTKFunction
+from .options import AnalysisOptions, KernelOptions, split_options
+from .record import MODE_KEY, SCALAR_KEYS, Reference, Snapshot
 from .spectrum import Spectrum, eigendecompose
 
-__all__ = ["NTKTracker", "Snapshot", "SCALAR_KEYS", "MODE_KEY", "predict_from_spectrum", "validate_options"]
+__all__ = [
+    "NTKTracker",
+    "Snapshot",
+    "Reference",
+    "SCALAR_KEYS",
+    "MODE_KEY",
+    "predict_from_spectrum",
+    "validate_options",
+]
 
 TAIL_FACTOR = 10
 """Predictions extrapolate the probe's spectrum to ``TAIL_FACTOR * max(n, r)`` modes (see
 :func:`predict_from_spectrum`)."""
 
-LOSSES = ("half_mse", "mse", "cross_entropy")
-"""The training losses the tracker knows; the theory is for the squared losses."""
-
 SCALE_WARNING = 3.0
 """With a squared loss, a learned function this many times larger than the target (RMS over the probe) means the
 network was not trained on that loss (e.g. cross-entropy logits): the note says so."""
 
-SCALAR_KEYS: dict[str, str] = {
-    "ntk/drift/kernel_distance": "kernel_distance",
-    "ntk/drift/kernel_velocity": "kernel_velocity",
-    "ntk/drift/relative_kernel_change": "relative_kernel_change",
-    "ntk/drift/parameter_change": "parameter_change",
-    "ntk/drift/linearization_error": "linearization_error",
-    "ntk/drift/kernel_alignment": "kernel_alignment",
-    "ntk/drift/eigenspace_overlap": "eigenspace_overlap",
-    "ntk/drift/verdict": "verdict_code",
-    "ntk/learnability/actual": "learnability_actual",
-    "ntk/learnability/function_alignment": "function_alignment",
-    "ntk/learnability/predicted_init": "learnability_predicted_init",
-    "ntk/learnability/predicted_current": "learnability_predicted_current",
-    "ntk/learnability/predicted_init_lower": "learnability_predicted_init_lower",
-    "ntk/learnability/predicted_init_upper": "learnability_predicted_init_upper",
-    "ntk/learnability/predicted_current_lower": "learnability_predicted_current_lower",
-    "ntk/learnability/predicted_current_upper": "learnability_predicted_current_upper",
-    "ntk/test_mse/actual": "test_mse_actual",
-    "ntk/test_mse/predicted_init": "test_mse_predicted_init",
-    "ntk/test_mse/predicted_current": "test_mse_predicted_current",
-    "ntk/test_mse/predicted_init_lower": "test_mse_predicted_init_lower",
-    "ntk/test_mse/predicted_init_upper": "test_mse_predicted_init_upper",
-    "ntk/test_mse/predicted_current_lower": "test_mse_predicted_current_lower",
-    "ntk/test_mse/predicted_current_upper": "test_mse_predicted_current_upper",
-    "ntk/theory/ridge": "ridge",
-    "ntk/theory/complexity_init": "complexity_init",
-    "ntk/theory/probe_reach": "prediction_reach",
-    "ntk/self_check/learnability_gap": "self_check_learnability_gap",
-    "ntk/self_check/mse_ratio": "self_check_mse_ratio",
-    "ntk/theory/kappa_init": "kappa_init",
-    "ntk/theory/kappa_current": "kappa_current",
-    "ntk/spectrum/top_eigenvalue": "top_eigenvalue",
-    "ntk/spectrum/effective_rank": "effective_rank",
-    "ntk/spectrum/participation_ratio": "participation_ratio",
-    "ntk/spectrum/kernel_trace": "kernel_trace",
-    "ntk/time/measure_seconds": "seconds",
-}
-"""Scalar metric keys -> :class:`Snapshot` fields. Every key is documented in ``docs/callback.md``.
 
-Per-mode keys follow :data:`MODE_KEY`, per-parameter keys ``ntk/params/<name>/relative_change``."""
+def validate_options(**options: Any) -> None:
+    """Check analysis options (``top_k``, ``ridge``, ``lr``, ``loss``, ``noise``, ``thresholds``, ``resamples``).
 
-MODE_KEY = "ntk/mode_{index:02d}/learnability_{kind}"
-"""Per-mode key; ``index`` is the 0-based mode of the reference kernel, ``kind`` ``predicted``, ``actual``,
-``relative`` (scale-free, see :attr:`Snapshot.mode_learnability_relative`), ``predicted_lower`` or
-``predicted_upper``."""
-
-
-_VERDICT_CODES = {"lazy": 0.0, "drifting": 1.0, "feature-learning": 2.0}
-
-
-def _clean(value: Any) -> Any:
-    """NaN/inf -> None for strict JSON; tensors -> lists."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _unclean(value: Any) -> Any:
-    if value is None:
-        return math.nan
-    if isinstance(value, list):
-        return [_unclean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _unclean(v) for k, v in value.items()}
-    return value
-
-
-@dataclass
-class Snapshot:
-    """Everything one measurement found. JSON-serializable through :meth:`to_dict`.
-
-    Floats are ``nan`` where undefined (e.g. the kernel velocity and linearization error at the
-    reference). All learnabilities and MSEs are on the probe (``M`` held-out points), for the output
-    centered at initialization.
-
-    Attributes:
-        step: optimizer step of the measurement.
-        epoch: training epoch, if known.
-        seconds: wall time of the measurement.
-        kernel_distance: ``1 - <K0, Kt>_F / (||K0|| ||Kt||)`` (Fort et al. 2020).
-        kernel_velocity: kernel distance to the previous measurement per step.
-        relative_kernel_change: ``||Kt - K0||_F / ||K0||_F``.
-        parameter_change: ``||theta_t - theta_0|| / ||theta_0||`` over the selected parameters.
-        parameter_change_per_tensor: the same per parameter tensor, ``{name: value}``.
-        linearization_error: ``||f_t - f_lin|| / ||f_t - f_0||`` on the probe (Lee et al. 2019).
-        kernel_alignment: centered kernel-target alignment of ``Kt`` (Cortes et al. 2012).
-        eigenspace_overlap: top-``top_k`` eigenspace overlap of ``K0`` and ``Kt``.
-        verdict: ``"lazy"``, ``"drifting"`` or ``"feature-learning"`` (:func:`~ntkmonitor.verdict`).
-        top_eigenvalues: the current kernel's top ``top_k`` operator eigenvalues.
-        effective_rank: of the current spectrum.
-        participation_ratio: of the current spectrum.
-        kernel_trace: ``sum_i lambda_i = tr(Kt) / M``.
-        ridge: the ridge of the predictions.
-        learnability_actual: ``<y, f_hat> / <y, y>``.
-        function_alignment: the scale-free alignment of the learned function with the target,
-            ``<yc, fc> / (||yc|| ||fc||)`` with both centered over the probe (per output, then summed): 1 when the
-            network's output is an affine function of the target. The measurement to read for a classifier
-            trained with cross-entropy, whose logits have no fixed scale.
-        learnability_predicted_init: eigenlearning prediction from ``K0``.
-        learnability_predicted_current: eigenlearning prediction from ``Kt``.
-        learnability_predicted_init_lower: lower end of its interval (:class:`~ntkmonitor.ProbePrediction`);
-            ``..._upper``, and the same pairs for ``..._current`` and the test MSEs, likewise.
-        learnability_predicted_init_upper: upper end.
-        learnability_predicted_current_lower: lower end of the interval of the prediction from ``Kt``.
-        learnability_predicted_current_upper: upper end.
-        test_mse_actual: ``mean (f_hat - y)^2`` over probe points and outputs.
-        test_mse_predicted_init: predicted test MSE from ``K0``.
-        test_mse_predicted_current: predicted test MSE from ``Kt``.
-        test_mse_predicted_init_lower: lower end of its interval.
-        test_mse_predicted_init_upper: upper end.
-        test_mse_predicted_current_lower: lower end of the interval of the prediction from ``Kt``.
-        test_mse_predicted_current_upper: upper end.
-        kappa_init: ``kappa`` of the prediction from ``K0``.
-        kappa_current: ``kappa`` of the prediction from ``Kt``.
-        complexity_init: ``sqrt(2 y^T K_DD^{-1} y / n)`` predicted from ``K0`` at ``n`` (Arora et al. 2019).
-        complexity_init_lower: lower end of its interval.
-        complexity_init_upper: upper end.
-        prediction_regime: ``"resolved"``, ``"extrapolated"`` or ``"finite-rank"`` (see
-            :class:`~ntkmonitor.ProbePrediction`), of the prediction from ``K0``.
-        prediction_reach: the largest ``n`` the probe resolves without extrapolation.
-        suggested_probe_size: when the interval is wide, a probe size that would make it tight; else 0.
-        self_check_learnability_gap: at the reference, mean ``|predicted - measured|`` learnability of kernel
-            regression on the probe itself (:class:`~ntkmonitor.SelfCheck`); ``nan`` elsewhere.
-        self_check_mse_ratio: at the reference, geometric mean of predicted / measured test MSE there.
-        mode_indices: the reported modes (0-based, reference eigenbasis).
-        mode_learnability_predicted: ``lambda_i / (lambda_i + kappa)`` from ``K0``, per reported mode.
-        mode_learnability_predicted_lower: lower ends of their intervals.
-        mode_learnability_predicted_upper: upper ends.
-        mode_learnability_actual: ``v_hat_i / v_i`` per reported mode (``nan`` where the target has
-            negligible power in the mode).
-        mode_learnability_relative: ``mode_learnability_actual / learnability_actual``: how much of each mode is
-            learned relative to the target as a whole, scale-free (the spectral-bias profile of a classifier whose
-            logits have no fixed scale; 1 everywhere for a function proportional to the target).
-        target_power: ``v_i^2`` (summed over outputs) of the target per reported mode.
-        prediction_note: how the prediction was obtained, in plain words (resolved or extrapolated, and the
-            probe size that would make a wide interval tight).
-
-    Example:
-        >>> snap = Snapshot(step=3)
-        >>> snap.to_dict()["step"], math.isnan(snap.kernel_distance)
-        (3, True)
-    """
-
-    step: int
-    epoch: int | None = None
-    seconds: float = math.nan
-    kernel_distance: float = math.nan
-    kernel_velocity: float = math.nan
-    relative_kernel_change: float = math.nan
-    parameter_change: float = math.nan
-    parameter_change_per_tensor: dict[str, float] = field(default_factory=dict)
-    linearization_error: float = math.nan
-    kernel_alignment: float = math.nan
-    eigenspace_overlap: float = math.nan
-    verdict: str = ""
-    top_eigenvalues: list[float] = field(default_factory=list)
-    effective_rank: float = math.nan
-    participation_ratio: float = math.nan
-    kernel_trace: float = math.nan
-    ridge: float = math.nan
-    learnability_actual: float = math.nan
-    function_alignment: float = math.nan
-    learnability_predicted_init: float = math.nan
-    learnability_predicted_current: float = math.nan
-    test_mse_actual: float = math.nan
-    test_mse_predicted_init: float = math.nan
-    test_mse_predicted_current: float = math.nan
-    learnability_predicted_init_lower: float = math.nan
-    learnability_predicted_init_upper: float = math.nan
-    learnability_predicted_current_lower: float = math.nan
-    learnability_predicted_current_upper: float = math.nan
-    test_mse_predicted_init_lower: float = math.nan
-    test_mse_predicted_init_upper: float = math.nan
-    test_mse_predicted_current_lower: float = math.nan
-    test_mse_predicted_current_upper: float = math.nan
-    kappa_init: float = math.nan
-    kappa_current: float = math.nan
-    complexity_init: float = math.nan
-    complexity_init_lower: float = math.nan
-    complexity_init_upper: float = math.nan
-    prediction_regime: str = ""
-    prediction_reach: float = math.nan
-    suggested_probe_size: int = 0
-    self_check_learnability_gap: float = math.nan
-    self_check_mse_ratio: float = math.nan
-    mode_indices: list[int] = field(default_factory=list)
-    mode_learnability_predicted: list[float] = field(default_factory=list)
-    mode_learnability_predicted_lower: list[float] = field(default_factory=list)
-    mode_learnability_predicted_upper: list[float] = field(default_factory=list)
-    mode_learnability_actual: list[float] = field(default_factory=list)
-    mode_learnability_relative: list[float] = field(default_factory=list)
-    target_power: list[float] = field(default_factory=list)
-    prediction_note: str = ""
-
-    @property
-    def top_eigenvalue(self) -> float:
-        """The largest operator eigenvalue of the current kernel (``nan`` if unknown)."""
-        return self.top_eigenvalues[0] if self.top_eigenvalues else math.nan
-
-    @property
-    def verdict_code(self) -> float:
-        """The verdict as a number for charts: lazy 0, drifting 1, feature-learning 2."""
-        return _VERDICT_CODES.get(self.verdict, math.nan)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A strict-JSON dict (``nan`` -> ``None``)."""
-        return _clean(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
-        """Inverse of :meth:`to_dict`."""
-        names = {f.name for f in fields(cls)}
-        values = {k: _unclean(v) for k, v in data.items() if k in names}
-        values["epoch"] = data.get("epoch")
-        values["verdict"] = data.get("verdict") or ""
-        values["prediction_note"] = data.get("prediction_note") or ""
-        values["prediction_regime"] = data.get("prediction_regime") or ""
-        values["suggested_probe_size"] = int(data.get("suggested_probe_size") or 0)
-        values["mode_indices"] = list(data.get("mode_indices") or [])
-        return cls(**values)
-
-    def scalars(self) -> dict[str, float]:
-        """Finite scalar metrics under their documented keys (see :data:`SCALAR_KEYS`)."""
-        out: dict[str, float] = {}
-        for key, attr in SCALAR_KEYS.items():
-            out[key] = float(getattr(self, attr))
-        per_mode = (
-            ("predicted", self.mode_learnability_predicted),
-            ("actual", self.mode_learnability_actual),
-            ("relative", self.mode_learnability_relative),
-            ("predicted_lower", self.mode_learnability_predicted_lower),
-            ("predicted_upper", self.mode_learnability_predicted_upper),
-        )
-        for i, index in enumerate(self.mode_indices):
-            for kind, values in per_mode:
-                if i < len(values):
-                    out[MODE_KEY.format(index=index, kind=kind)] = float(values[i])
-        for name, value in self.parameter_change_per_tensor.items():
-            out[f"ntk/params/{name}/relative_change"] = float(value)
-        return {k: v for k, v in out.items() if math.isfinite(v)}
-
-
-def validate_options(
-    *,
-    top_k: int = 10,
-    ridge: float | None = None,
-    lr: float | None = None,
-    loss: str = "half_mse",
-    noise: float = 0.0,
-    thresholds: drift.DriftThresholds | None = None,
-    resamples: int = RESAMPLES,
-) -> None:
-    """Check the analysis options of :class:`NTKTracker` (shared with the callback, which checks them early).
+    Kept for compatibility: the checks live in :class:`~ntkmonitor.AnalysisOptions`, which this builds.
 
     Args:
-        top_k: positive int.
-        ridge: ``None`` or a number ``>= 0``.
-        lr: ``None`` or a number ``> 0``.
-        loss: ``"half_mse"``, ``"mse"`` or ``"cross_entropy"``.
-        noise: a number ``>= 0``.
-        thresholds: ``None`` or a :class:`~ntkmonitor.DriftThresholds`.
-        resamples: int ``>= 0``, sub-probes of the prediction intervals.
+        **options: fields of :class:`~ntkmonitor.AnalysisOptions`.
 
     Raises:
         InputError: naming the option, what was expected and what was received.
@@ -345,24 +91,7 @@ def validate_options(
         ...
         ntkmonitor.errors.InputError: Expected loss to be 'half_mse', 'mse' or 'cross_entropy', but got 'l1'.
     """
-    _checks.positive_int(top_k, "top_k")
-    if ridge is not None and not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool) and ridge >= 0):
-        raise InputError(f"Expected ridge to be None or a number >= 0, but got {ridge!r}.")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-        raise InputError(f"Expected lr to be None or a number > 0, but got {lr!r}.")
-    if loss not in LOSSES:
-        raise InputError(f"Expected loss to be 'half_mse', 'mse' or 'cross_entropy', but got {loss!r}.")
-    if loss == "cross_entropy" and lr is not None:
-        raise InputError(
-            "Expected lr=None with loss='cross_entropy', but got a learning rate: the finite-time ridge is a "
-            "heuristic for squared losses only. Drop lr (the MSE theory then predicts the converged network)."
-        )
-    if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise >= 0):
-        raise InputError(f"Expected noise to be a variance >= 0, but got {noise!r}.")
-    if thresholds is not None and not isinstance(thresholds, drift.DriftThresholds):
-        raise InputError(f"Expected thresholds to be a DriftThresholds, but got {type(thresholds).__name__}.")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
-        raise InputError(f"Expected resamples to be an int >= 0 (sub-probes of the intervals), but got {resamples!r}.")
+    AnalysisOptions(**options)
 
 
 class NTKTracker:
@@ -373,6 +102,13 @@ class NTKTracker:
         probe: ``(x, y)``: ``M`` held-out inputs (a tensor, tuple or dict batch) and targets ``(M,)`` /
             ``(M, k)`` (floats) or integer class labels ``(M,)`` (one-hot to the output width).
         train_size: ``n``, the number of training examples (for the theory's predictions).
+        kernel: :class:`~ntkmonitor.KernelOptions` of the kernel (the mode is always ``"trace"``).
+        analysis: :class:`~ntkmonitor.AnalysisOptions` of the analysis.
+        storage_device: where references (``K0``, ``theta_0``, ``f0``, the probe) are kept; default CPU.
+        **options: any field of the two option classes, overriding ``kernel`` / ``analysis``; checked once,
+            here (see *Options*).
+
+    Options:
         method: eNTK method (``"auto"``, ``"structured"``, ``"jacobian"``, ``"ntk_vp"``).
         params: parameter subset for the kernel and the drift metrics (names / module prefixes).
         chunk_size: eNTK chunk size.
@@ -390,7 +126,6 @@ class NTKTracker:
         thresholds: :class:`~ntkmonitor.DriftThresholds` of the verdict.
         resamples: sub-probes for the prediction intervals (:class:`~ntkmonitor.ProbeEstimator`; 0 for the
             tail-model spread only, which is cheaper on large probes).
-        storage_device: where references (``K0``, ``theta_0``, ``f0``, the probe) are kept; default CPU.
 
     Attributes:
         history: the :class:`Snapshot` of every measurement, in order.
@@ -420,19 +155,10 @@ class NTKTracker:
         probe: tuple[Any, torch.Tensor],
         train_size: int,
         *,
-        method: str = "auto",
-        params: Sequence[str] | str | None = None,
-        chunk_size: int | None = None,
-        dtype: torch.dtype | None = None,
-        output_fn: OutputFn | None = None,
-        top_k: int = 10,
-        ridge: float | None = None,
-        lr: float | None = None,
-        loss: str = "half_mse",
-        noise: float = 0.0,
-        thresholds: drift.DriftThresholds | None = None,
-        resamples: int = RESAMPLES,
+        kernel: KernelOptions | None = None,
+        analysis: AnalysisOptions | None = None,
         storage_device: torch.device | str = "cpu",
+        **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"Expected model to be a torch.nn.Module, but got {type(model).__name__}.")
@@ -442,26 +168,20 @@ class NTKTracker:
                 f"{f' of length {len(probe)}' if isinstance(probe, (tuple, list)) else ''}."
             )
         train_size = _checks.positive_int(train_size, "train_size (the training-set size n)")
-        validate_options(
-            top_k=top_k, ridge=ridge, lr=lr, loss=loss, noise=noise, thresholds=thresholds, resamples=resamples
-        )
+        kernel, analysis = split_options(options, kernel, analysis)
         self.model = model
         self.train_size = train_size
-        self.kernel_options = {
-            "method": method,
-            "params": params,
-            "chunk_size": chunk_size,
-            "dtype": dtype,
-            "output_fn": output_fn,
-        }
-        self.top_k = top_k
-        self.ridge = None if ridge is None else float(ridge)
-        self.lr = None if lr is None else float(lr)
-        self.loss = loss
-        self.noise = float(noise)
-        self.thresholds = thresholds if thresholds is not None else drift.DriftThresholds()
-        self.resamples = resamples
+        self.kernel_options = dataclasses.replace(kernel, mode="trace")
+        self.analysis = analysis
+        self.top_k = analysis.top_k
+        self.ridge = analysis.ridge
+        self.lr = analysis.lr
+        self.loss = analysis.loss
+        self.noise = analysis.noise
+        self.thresholds = analysis.thresholds
+        self.resamples = analysis.resamples
         self.storage_device = torch.device(storage_device)
+        self.ntk = NTKFunction(model, self.kernel_options)
         self.history: list[Snapshot] = []
         self._set_probe(*probe)
         self._reset_reference()
@@ -482,7 +202,7 @@ class NTKTracker:
         self.x = _inputs.tree_map(lambda t: t.detach().to(self.storage_device).clone(), x)
         self.y = y.detach().to(self.storage_device).clone()
         self.M = M
-        fm = FunctionalModel(self.model, self.kernel_options["params"], None, self.kernel_options["output_fn"])
+        fm = self.ntk.functional_model()
         with fm.measuring():
             k = fm.profile(_inputs.prepare(self.x, fm.device, fm.dtype), M, "probe x").num_outputs
         self.num_outputs = k
@@ -521,6 +241,7 @@ class NTKTracker:
         self.self_check: SelfCheck | None = None
         self._K_prev: torch.Tensor | None = None
         self._step_prev: int | None = None
+        self._record: Reference | None = None
         self.last_spectrum: Spectrum | None = None
 
     @property
@@ -529,22 +250,9 @@ class NTKTracker:
         return self.K0 is not None
 
     def _kernel(self) -> torch.Tensor:
-        o = self.kernel_options
-        K = empirical_ntk(
-            self.model,
-            self.x,
-            mode="trace",
-            method=o["method"],
-            params=o["params"],
-            chunk_size=o["chunk_size"],
-            dtype=o["dtype"],
-            output_fn=o["output_fn"],
-        )
-        return K.detach().to(self.storage_device)
+        return self.ntk(self.x).detach().to(self.storage_device)
 
-    def _outputs_and_params(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        o = self.kernel_options
-        fm = FunctionalModel(self.model, o["params"], o["dtype"], o["output_fn"])
+    def _outputs_and_params(self, fm: FunctionalModel) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with fm.measuring(), torch.no_grad():
             out = fm(fm.primals, _inputs.prepare(self.x, fm.device, fm.dtype))
         params = {name: p.detach() for name, p in fm.primals.items()}
@@ -556,21 +264,11 @@ class NTKTracker:
         Optional: it only moves that one-time cost (0.5-2 s on CPU) out of the first measurement, so an
         overhead budget is not spent on it.
         """
-        o = self.kernel_options
         two = _inputs.take(self.x, slice(0, 2))
-        empirical_ntk(
-            self.model,
-            two,
-            mode="trace",
-            method=o["method"],
-            params=o["params"],
-            dtype=o["dtype"],
-            output_fn=o["output_fn"],
-        )
-        _, params = self._outputs_and_params()
-        drift.linearization_error(
-            self.model, params, params, two, output_fn=o["output_fn"], params=list(params), dtype=o["dtype"]
-        )
+        self.ntk(two)
+        fm = self.ntk.functional_model()
+        _, params = self._outputs_and_params(fm)
+        drift.linearization_gap(fm, params, params, two)
 
     def measurement_cost(self) -> tuple[float, float]:
         """Time one kernel on the probe and one analysis of it (spectrum and prediction intervals).
@@ -609,7 +307,8 @@ class NTKTracker:
         """
         start = time.perf_counter()
         K0 = self._kernel()
-        f0, params = self._outputs_and_params()
+        fm = self.ntk.functional_model()
+        f0, params = self._outputs_and_params(fm)
         self.K0 = K0
         self.spectrum0 = eigendecompose(K0)
         self.f0 = f0
@@ -617,11 +316,52 @@ class NTKTracker:
         self.coefficients0 = self.spectrum0.project(self.target)
         self._set_estimator0()
         self.history = []
-        snap = self._snapshot(step, epoch, K0, f0, params, self.spectrum0, start, self.estimator0, "init")
+        self._record = None
+        snap = self._snapshot(step, epoch, K0, (fm, f0, params), self.spectrum0, start, self.estimator0, "init")
         if self.self_check is not None:
             snap.self_check_learnability_gap = self.self_check.learnability_gap
             snap.self_check_mse_ratio = self.self_check.mse_ratio
         return snap
+
+    @property
+    def reference_record(self) -> Reference:
+        """The frozen :class:`~ntkmonitor.Reference` of this run (after :meth:`reference`): what sinks draw against.
+
+        Example:
+            >>> tracker.reference_record.probe_size  # doctest: +SKIP
+            32
+        """
+        if self.spectrum0 is None or self.coefficients0 is None:
+            raise InputError("Expected reference() to run before reference_record is read, but it has not.")
+        if self._record is None:
+            self._record = Reference(
+                eigenvalues=self.spectrum0.eigenvalues.tolist(),
+                target_power=self.coefficients0.pow(2).sum(1).tolist(),
+                thresholds=self.thresholds,
+                probe_size=self.M,
+                train_size=self.train_size,
+            )
+        return self._record
+
+    def publish(self, sink: Any, *, final: bool = False) -> None:
+        """Hand the latest measurement to a :class:`~ntkmonitor.sinks.Sink`, with the reference and the spectrum.
+
+        Args:
+            sink: e.g. a :class:`~ntkmonitor.tensorboard.TensorBoardSink` or :class:`~ntkmonitor.sinks.MetricsSink`.
+            final: the end of the run (figures of the final state, then a flush).
+
+        Example:
+            >>> tracker.publish(sink)  # doctest: +SKIP
+        """
+        if not self.history:
+            raise InputError("Expected a measurement to publish, but the tracker has none. Call reference() first.")
+        spectrum = self.last_spectrum
+        sink.log(
+            self.history[-1],
+            self.reference_record,
+            eigenvalues=None if spectrum is None else spectrum.eigenvalues,
+            final=final,
+        )
 
     def _estimator(self, K: torch.Tensor, spectrum: Spectrum, which: str) -> ProbeEstimator | None:
         """The probe estimator of ``(K, target)``; ``None`` (no prediction, a note) when none can be made.
@@ -662,10 +402,11 @@ class NTKTracker:
             raise InputError("Expected reference() to run before measure(), but no reference was captured.")
         start = time.perf_counter()
         Kt = self._kernel()
-        f_t, params = self._outputs_and_params()
+        fm = self.ntk.functional_model()
+        f_t, params = self._outputs_and_params(fm)
         spectrum = eigendecompose(Kt)
         estimator = self._estimator(Kt, spectrum, "current")
-        return self._snapshot(step, epoch, Kt, f_t, params, spectrum, start, estimator, "current")
+        return self._snapshot(step, epoch, Kt, (fm, f_t, params), spectrum, start, estimator, "current")
 
     def _ridge(self, step: int) -> float:
         if self.ridge is not None:
@@ -692,14 +433,14 @@ class NTKTracker:
         step: int,
         epoch: int | None,
         Kt: torch.Tensor,
-        f_t: torch.Tensor,
-        params: dict[str, torch.Tensor],
+        outputs: tuple[FunctionalModel, torch.Tensor, dict[str, torch.Tensor]],
         spectrum: Spectrum,
         start: float,
         estimator: ProbeEstimator | None,
         which: str,
     ) -> Snapshot:
         assert self.K0 is not None and self.spectrum0 is not None and self.f0 is not None
+        fm, f_t, params = outputs
         snap = Snapshot(step=int(step), epoch=epoch)
         snap.kernel_distance = drift.kernel_distance(self.K0, Kt)
         if self._K_prev is not None and self._step_prev is not None and step > self._step_prev:
@@ -710,25 +451,15 @@ class NTKTracker:
         snap.parameter_change_per_tensor = dict(change.per_parameter)
         # Also at the reference, where it is nan (nothing moved): that checks forward-mode AD on this model
         # before training starts and keeps its one-time warm-up out of the measurements during training.
-        o = self.kernel_options
-        snap.linearization_error = drift.linearization_error(
-            self.model,
-            self.params0,
-            params,
-            self.x,
-            f0=self.f0,
-            output_fn=o["output_fn"],
-            params=list(self.params0),
-            dtype=o["dtype"],
-        )
+        snap.linearization_error = drift.linearization_gap(fm, self.params0, params, self.x, f0=self.f0, f_t=f_t)
         snap.kernel_alignment = drift.kernel_target_alignment(Kt, self.target)
         k = min(self.top_k, self.M - 1)
         # drift.eigenspace_overlap(self.K0, Kt, k), from the eigenvectors both spectra already hold
         k = max(1, min(k, self.spectrum0.rank, spectrum.rank))
-        snap.eigenspace_overlap = drift._subspace_overlap(
+        snap.eigenspace_overlap = drift.subspace_overlap(
             self.spectrum0.eigenvectors[:, :k], spectrum.eigenvectors[:, :k]
         )
-        snap.verdict = str(drift.verdict(snap.kernel_distance, snap.linearization_error, self.thresholds))
+        snap.verdict = drift.verdict(snap.kernel_distance, snap.linearization_error, self.thresholds).value
 
         lam = spectrum.eigenvalues
         snap.top_eigenvalues = lam[: self.top_k].tolist()

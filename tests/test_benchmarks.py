@@ -111,7 +111,8 @@ def test_bench_entk_skips_neural_tangents_with_a_reason(bench, monkeypatch, caps
 def test_auto_picks_the_method_measured_faster_on_the_benchmark_workloads(bench, workload, expected):
     from ntkmonitor import kernel
     from ntkmonitor._functional import FunctionalModel
-    from ntkmonitor._problem import KernelMode, KernelProblem
+    from ntkmonitor._methods.request import KernelRequest
+    from ntkmonitor.options import KernelMode
 
     config, n, _ = bench.workload_config(workload, False)
     model = bench.build_model(config).eval()
@@ -119,7 +120,7 @@ def test_auto_picks_the_method_measured_faster_on_the_benchmark_workloads(bench,
     fm = FunctionalModel(model)
     with fm.measuring():
         profile = fm.profile(x, n)
-        problem = KernelProblem(fm, x, None, n, n, KernelMode.TRACE, profile, None, budget=1 << 30)
+        problem = KernelRequest(fm, x, None, n, n, KernelMode.TRACE, profile, None, budget=1 << 30)
         assert kernel.resolve_method(problem).value == expected
 
 

@@ -136,16 +136,17 @@ def test_chunking_does_not_change_the_kernel(method, mode, symmetric, monkeypatc
 
 
 def test_tiny_budget_really_chunks_outputs(monkeypatch):
-    from ntkmonitor import _jacobian, _ntk_vp
     from ntkmonitor._functional import FunctionalModel
-    from ntkmonitor._problem import KernelProblem
+    from ntkmonitor._methods import jacobian as _jacobian
+    from ntkmonitor._methods import ntk_vp as _ntk_vp
+    from ntkmonitor._methods.request import KernelRequest
 
     model, x1, _, _, _ = models.make("mlp")
     fm = FunctionalModel(model)
     with fm.measuring():
         profile = fm.profile(x1, 5)
     P = fm.num_params
-    problem = KernelProblem(fm, x1, None, 5, 5, KernelMode.TRACE, profile, None, budget=2 * 4 * P + 8)
+    problem = KernelRequest(fm, x1, None, 5, 5, KernelMode.TRACE, profile, None, budget=2 * 4 * P + 8)
     assert _jacobian._plan(problem) == (1, 1)  # one example, one output per block
     problem.budget = 10**9
     assert _jacobian._plan(problem) == (5, 3)
@@ -351,7 +352,7 @@ def test_not_a_module():
 
 # --------------------------------------------------------------------------- memory
 def test_result_that_cannot_fit_fails_before_allocating(monkeypatch):
-    from ntkmonitor import _problem
+    from ntkmonitor._methods import request as _problem
 
     monkeypatch.setattr(_problem, "available_bytes", lambda device: 10_000)
     with pytest.raises(ntkmonitor.KernelMemoryError, match="mode='trace'"):
@@ -359,7 +360,7 @@ def test_result_that_cannot_fit_fails_before_allocating(monkeypatch):
 
 
 def test_chunk_size_that_cannot_fit_names_chunk_size(monkeypatch):
-    from ntkmonitor import _problem
+    from ntkmonitor._methods import request as _problem
 
     monkeypatch.setattr(_problem, "available_bytes", lambda device: 50_000)
     with pytest.raises(ntkmonitor.KernelMemoryError, match="chunk_size"):
@@ -378,7 +379,7 @@ def test_chunk_size_that_cannot_fit_names_chunk_size(monkeypatch):
 def test_auto_picks_the_method_measured_faster(d_in, k, n, expected, monkeypatch):
     from ntkmonitor import kernel
     from ntkmonitor._functional import FunctionalModel
-    from ntkmonitor._problem import KernelProblem
+    from ntkmonitor._methods.request import KernelRequest
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(d_in, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, k))
@@ -386,7 +387,7 @@ def test_auto_picks_the_method_measured_faster(d_in, k, n, expected, monkeypatch
     fm = FunctionalModel(model)
     with fm.measuring():
         profile = fm.profile(x, n)
-    problem = KernelProblem(fm, x, None, n, n, KernelMode.TRACE, profile, None, budget=1 << 30)
+    problem = KernelRequest(fm, x, None, n, n, KernelMode.TRACE, profile, None, budget=1 << 30)
     # an MLP is all Linear layers: the structured method wins by orders of magnitude
     # (benchmarks/bench_structured_quick.py); without it, the older calibration still holds
     assert kernel.resolve_method(problem) is NTKMethod.STRUCTURED
@@ -461,7 +462,8 @@ class _WrongTangentNet(nn.Module):
 
 
 def test_auto_refuses_a_method_that_disagrees_with_reverse_mode_on_its_trial(monkeypatch):
-    from ntkmonitor import _ntk_vp, kernel
+    from ntkmonitor import kernel
+    from ntkmonitor._methods import ntk_vp as _ntk_vp
 
     torch.manual_seed(0)
     model, x = _WrongTangentNet(), torch.randn(6, 4)
@@ -539,7 +541,7 @@ def test_ntk_vp_sizes_its_blocks_within_the_budget_including_its_basis(tmp_path)
 
 @pytest.mark.parametrize("rows", [1, 7])
 def test_ntk_vp_plan_respects_a_tiny_budget(rows, monkeypatch):
-    from ntkmonitor import _ntk_vp
+    from ntkmonitor._methods import ntk_vp as _ntk_vp
 
     monkeypatch.setenv("NTKMONITOR_MEMORY_BUDGET", "20000")
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ntkmonitor import _structured, empirical_ntk
+from ntkmonitor import empirical_ntk
+from ntkmonitor._methods import structured as _structured
 
 from . import models
 from .tolerances import METHOD_AGREEMENT_RTOL, rel_err
@@ -159,14 +160,15 @@ def test_structured_float32_agrees():
 def test_fallback_parameters_are_detected():
     """Which parameters are factorized and which fall back to per-example Jacobians."""
     from ntkmonitor._functional import FunctionalModel
-    from ntkmonitor._problem import KernelMode, KernelProblem
+    from ntkmonitor._methods.request import KernelRequest
+    from ntkmonitor.options import KernelMode
 
     def analysis(kind):
         model, x1, _ = _make(kind)
         fm = FunctionalModel(model)
         with fm.measuring():
             profile = fm.profile(x1, x1.shape[0])
-        problem = KernelProblem(fm, x1, None, x1.shape[0], x1.shape[0], KernelMode.TRACE, profile, None, 1 << 30)
+        problem = KernelRequest(fm, x1, None, x1.shape[0], x1.shape[0], KernelMode.TRACE, profile, None, 1 << 30)
         return _structured._analysis(problem)
 
     an = analysis("transformer")

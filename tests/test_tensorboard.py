@@ -15,6 +15,7 @@ import torch
 
 import ntkmonitor
 from ntkmonitor import tensorboard as ntb
+from ntkmonitor.record import Reference
 from ntkmonitor.tracker import MODE_KEY, SCALAR_KEYS, NTKTracker, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,17 +49,17 @@ def run(tmp_path_factory):
     writer = SummaryWriter(str(logdir))
     sink = ntb.TensorBoardSink(writer, figures_every=FIGURES_EVERY)
     tracker.reference()
-    sink.log(tracker)
+    tracker.publish(sink)
     for step in range(1, 16):
         optimizer.zero_grad()
         (0.5 * (model(x_train).squeeze(-1) - y_train).pow(2).mean()).backward()
         optimizer.step()
         if step % 5 == 0:
             tracker.measure(step)
-            sink.log(tracker)
-            sink.log(tracker)  # the same snapshot again: written once
+            tracker.publish(sink)
+            tracker.publish(sink)  # the same snapshot again: written once
             ntb.register_layout(writer, [0, 1, 2, 3])  # already registered: nothing written
-    sink.log(tracker, final=True)
+    tracker.publish(sink, final=True)
     writer.close()
     return tracker, sink, _accumulator(logdir)
 
@@ -294,21 +295,35 @@ def test_a_broken_writer_never_raises():
 
 
 def test_sink_validates_its_arguments():
+    reference = Reference(eigenvalues=[1.0], target_power=[1.0])
     with pytest.raises(ntkmonitor.InputError, match="figures_every"):
         ntb.TensorBoardSink(RecordingWriter(), figures_every=-1)
-    with pytest.raises(ntkmonitor.InputError, match="Expected an NTKTracker"):
-        ntb.TensorBoardSink(RecordingWriter()).log(_snapshot())
+    with pytest.raises(ntkmonitor.InputError, match="Expected snapshot to be a Snapshot.*tracker.publish"):
+        ntb.TensorBoardSink(RecordingWriter()).log({"step": 1}, reference)
+    with pytest.raises(ntkmonitor.InputError, match="Expected reference to be a Reference"):
+        ntb.TensorBoardSink(RecordingWriter()).log(_snapshot(), None)
     with pytest.raises(ntkmonitor.InputError, match="Expected a Snapshot"):
         ntb.log_scalars(RecordingWriter(), {"step": 1})
 
 
-def test_sink_warns_before_the_reference():
+def test_publishing_before_the_reference_is_a_clear_error():
     model = torch.nn.Linear(3, 1)
     tracker = NTKTracker(model, (torch.randn(8, 3), torch.randn(8)), train_size=4)
     writer = RecordingWriter()
-    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="reference"):
-        ntb.TensorBoardSink(writer).log(tracker)
+    with pytest.raises(ntkmonitor.InputError, match="Call reference"):
+        tracker.publish(ntb.TensorBoardSink(writer))
     assert writer.calls == []
+
+
+def test_the_sink_modules_do_not_import_the_kernel_engine():
+    code = (
+        "import sys, ntkmonitor.tensorboard, ntkmonitor.plots, ntkmonitor.report, ntkmonitor.sinks; "
+        "engine = ('ntkmonitor.kernel', 'ntkmonitor.tracker', 'ntkmonitor._functional', 'ntkmonitor.drift'); "
+        "bad = [m for m in sys.modules if m in engine or m.startswith('ntkmonitor._methods')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_modules_do_not_import_tensorboard_or_matplotlib():

@@ -229,7 +229,7 @@ def test_auto_warns_with_the_method_in_use_and_why(name, dtype):
 
 def test_auto_falls_back_when_a_method_passes_the_trial_but_fails_the_request(monkeypatch):
     from ntkmonitor import kernel
-    from ntkmonitor._problem import NTKMethod
+    from ntkmonitor.options import NTKMethod
 
     model, x, _ = ZOO["resnet"]()
     reference_kernel = reference.kernel(model, x)
@@ -558,7 +558,7 @@ def test_per_mode_relative_learnability_is_scale_free():
 def test_auto_ranks_by_the_cost_of_each_request_not_the_first_one():
     """Regression: the tracker's warm-up on two examples fixed the method for every later request, so the probe's
     256-point kernels ran 10x slower (ntk_vp instead of structured)."""
-    from ntkmonitor._problem import NTKMethod
+    from ntkmonitor.options import NTKMethod
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))

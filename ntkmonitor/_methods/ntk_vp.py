@@ -12,23 +12,24 @@ from __future__ import annotations
 import torch
 from torch.func import jvp, vjp, vmap
 
-from . import _inputs
-from ._problem import KernelMode, KernelProblem, chunks
+from .. import _inputs
+from ..options import KernelMode
+from .request import KernelRequest, chunks
 
 _EFFICIENCY_PENALTY = 2.5
 """``jvp``/``vjp`` run at a lower FLOP rate than one matrix product; ``auto`` weights them by this."""
 
 
-def _block_bytes(problem: KernelProblem, c: int, q: int, r: int) -> float:
+def _block_bytes(request: KernelRequest, c: int, q: int, r: int) -> float:
     """Bytes held for one block: ``c`` examples of ``x2``, ``q`` outputs, ``r`` rows of ``x1`` per ``jvp``.
 
     ``c q`` vectors are live at once, each with the one-hot cotangent over the block (``c k``), the ``vjp``'s
     intermediates (``c [activations]``), the parameter-space result (``P``) and the ``jvp``'s primal and tangent
     activations over ``r`` rows (``2 r [activations]``); plus the block's forward residuals (``c [activations]``).
     """
-    k, P = problem.k, problem.fmodel.num_params
-    acts = max(problem.profile.activations_per_example, float(k))
-    return (c * q * (P + c * (k + acts) + 2 * r * acts) + c * acts) * problem.itemsize
+    k, P = request.k, request.fmodel.num_params
+    acts = max(request.profile.activations_per_example, float(k))
+    return (c * q * (P + c * (k + acts) + 2 * r * acts) + c * acts) * request.itemsize
 
 
 def _largest(fits, hi: int) -> int:  # noqa: ANN001 - a predicate on ints
@@ -40,26 +41,26 @@ def _largest(fits, hi: int) -> int:  # noqa: ANN001 - a predicate on ints
     return lo
 
 
-def _plan(problem: KernelProblem) -> tuple[int, int, int]:
+def _plan(request: KernelRequest) -> tuple[int, int, int]:
     """``(x2 examples per column block, outputs per basis chunk, x1 rows per jvp)`` within the memory budget.
 
     The block shrinks in that order (examples, then outputs, then rows); a user's ``chunk_size`` fixes the
     examples. When even one example, one output and one row exceed the budget, the block must still fit in the
     memory available, or :class:`~ntkmonitor.KernelMemoryError` says so.
     """
-    k, n1, budget = problem.k, problem.n1, problem.budget
-    if problem.chunk_size is not None:
-        c = min(problem.chunk_size, problem.n2)
+    k, n1, budget = request.k, request.n1, request.budget
+    if request.chunk_size is not None:
+        c = min(request.chunk_size, request.n2)
     else:
-        c = max(1, _largest(lambda v: _block_bytes(problem, v, k, n1) <= budget, problem.n2))
-    q = _largest(lambda v: _block_bytes(problem, c, v, n1) <= budget, k)
+        c = max(1, _largest(lambda v: _block_bytes(request, v, k, n1) <= budget, request.n2))
+    q = _largest(lambda v: _block_bytes(request, c, v, n1) <= budget, k)
     if q:
         return c, q, n1
-    r = _largest(lambda v: _block_bytes(problem, c, 1, v) <= budget, n1)
+    r = _largest(lambda v: _block_bytes(request, c, 1, v) <= budget, n1)
     if not r:
         r = 1
-        problem.check_fits(
-            _block_bytes(problem, c, 1, 1),
+        request.check_fits(
+            _block_bytes(request, c, 1, 1),
             f"the NTK-vector products of {c} example(s) x 1 output over 1 row",
             "Pass a smaller chunk_size, use method='jacobian', or select fewer parameters with params=[...].",
         )
@@ -98,30 +99,30 @@ def _block_grads(fm, xb: _inputs.Batch, vjp_fn, cj: int, sb: slice, k: int) -> d
 class NTKVPMethod:
     """NTK-vector products; see :class:`ntkmonitor.NTKMethod` for when to pick it."""
 
-    def cost(self, problem: KernelProblem) -> float:
+    def cost(self, request: KernelRequest) -> float:
         """``3 [FP] n1 n2 k`` for the jvps plus ``2 [FP] n2 c k`` for the vjps, times a penalty."""
-        fp = max(problem.profile.flops_per_example, 2.0 * problem.fmodel.num_params)
-        c, _, _ = _plan(problem)
-        sym = 0.5 if problem.symmetric else 1.0
-        jvps = 3 * fp * problem.n1 * problem.n2 * problem.k * sym
-        vjps = 2 * fp * problem.n2 * c * problem.k
+        fp = max(request.profile.flops_per_example, 2.0 * request.fmodel.num_params)
+        c, _, _ = _plan(request)
+        sym = 0.5 if request.symmetric else 1.0
+        jvps = 3 * fp * request.n1 * request.n2 * request.k * sym
+        vjps = 2 * fp * request.n2 * c * request.k
         return _EFFICIENCY_PENALTY * (jvps + vjps)
 
-    def compute(self, problem: KernelProblem) -> torch.Tensor:
-        """The kernel (upper blocks only when symmetric)."""
-        fm, mode, k = problem.fmodel, problem.mode, problem.k
-        c, q, r = _plan(problem)
-        result = problem.new_result()
-        for sj in chunks(problem.n2, c):
-            xb = _inputs.take(problem.xb, sj)
+    def compute(self, request: KernelRequest) -> torch.Tensor:
+        """The kernel, summed over outputs in trace mode (upper blocks only when symmetric)."""
+        fm, mode, k = request.fmodel, request.mode, request.k
+        c, q, r = _plan(request)
+        result = request.new_result()
+        for sj in chunks(request.n2, c):
+            xb = _inputs.take(request.xb, sj)
             cj = sj.stop - sj.start
             vjp_fn = _pullback(fm, xb)
             for sb in chunks(k, q):
                 qb = sb.stop - sb.start
                 grads = _block_grads(fm, xb, vjp_fn, cj, sb, k)
-                stop = sj.stop if problem.symmetric else problem.n1
+                stop = sj.stop if request.symmetric else request.n1
                 for si in chunks(stop, r):
-                    xa = _inputs.take(problem.x1, si)
+                    xa = _inputs.take(request.x1, si)
 
                     def push(g: dict, xa: _inputs.Batch = xa) -> torch.Tensor:
                         return jvp(lambda p: fm(p, xa), (fm.primals,), (g,))[1]
@@ -136,6 +137,4 @@ class NTKVPMethod:
                         result[si, sj] += diag.sum(-1)
                     else:
                         result[si, sj, sb] = diag
-        if mode is KernelMode.TRACE:
-            result /= k
         return result

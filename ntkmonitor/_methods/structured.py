@@ -52,9 +52,10 @@ import torch.nn.functional as F
 from torch.func import jacrev, vmap
 from torch.overrides import TorchFunctionMode
 
-from . import _inputs
-from ._jacobian import _contract
-from ._problem import KernelMode, KernelProblem, chunks
+from .. import _inputs
+from ..options import KernelMode
+from .jacobian import contract
+from .request import BlockPairs, KernelRequest, chunks
 
 _EFFICIENCY_PENALTY = 2.5
 """Weight of the structured method's FLOPs (many medium-sized products, a batched backward, Python overhead).
@@ -65,7 +66,7 @@ back to Jacobians) higher for ``"structured"`` at a weight of 1.5; at 2.5 ``auto
 method on the MLP (structured, 300x faster), the ResNet and the Transformer (jacobian, 1.4x and 1.7x)."""
 
 _OVERHEAD = 3e7
-"""Fixed FLOP-equivalents of the probe passes and the Python work per call: on tiny problems
+"""Fixed FLOP-equivalents of the probe passes and the Python work per call: on tiny requests
 (``n = 64``, the test Transformer) ``"jacobian"`` is faster and ``auto`` keeps it."""
 
 _FALLBACK_WRITE_COST = 500.0
@@ -259,15 +260,15 @@ def _call_sizes(call: _Call, c: int) -> tuple[int, int, int]:
     return max(1, math.prod(y_shape)), 1, 1
 
 
-def _analyze(problem: KernelProblem) -> _Analysis:
+def _analyze(request: KernelRequest) -> _Analysis:
     """Probe the model on one and on two examples: which parameters are structured (see module doc)."""
-    fm = problem.fmodel
-    n = problem.n1
+    fm = request.fmodel
+    n = request.n1
     results = []
     with fm.measuring():
         for idx in ([0], [0, min(1, n - 1)]):
             index = torch.tensor(idx, device=fm.device)
-            xb = _inputs.tree_map(lambda t, index=index: t[index], problem.x1)
+            xb = _inputs.tree_map(lambda t, index=index: t[index], request.x1)
             leaves = {name: p.detach().requires_grad_() for name, p in fm.primals.items()}
             cap = _Capture({id(t): name for name, t in leaves.items()}, len(idx))
             with cap:
@@ -314,20 +315,19 @@ def _analyze(problem: KernelProblem) -> _Analysis:
     return _Analysis(structured, fallback, counts, float(max(acts, k)))
 
 
-def _analysis(problem: KernelProblem) -> _Analysis:
-    """:func:`_analyze`, cached on the problem (it does not depend on the budget or chunk size)."""
-    cached = problem.__dict__.get("_structured_analysis")
-    if cached is None:
-        cached = _analyze(problem)
-        problem.__dict__["_structured_analysis"] = cached
-    return cached
+def _analysis(request: KernelRequest) -> _Analysis:
+    """:func:`_analyze`, cached with the request's input layout (it depends on neither the budget, the chunk size
+    nor the parameters' values: only on which calls the model makes)."""
+    if "structured_analysis" not in request.cache:
+        request.cache["structured_analysis"] = _analyze(request)
+    return request.cache["structured_analysis"]
 
 
-def _kk(problem: KernelProblem) -> int:
-    return problem.k * problem.k if problem.mode is KernelMode.FULL else problem.k
+def _kk(request: KernelRequest) -> int:
+    return request.k * request.k if request.mode is KernelMode.FULL else request.k
 
 
-def _pair_costs(info: _ParamInfo, problem: KernelProblem) -> tuple[float, float, float]:
+def _pair_costs(info: _ParamInfo, request: KernelRequest) -> tuple[float, float, float]:
     """``(factored per pair, explicit per pair, explicit build per example)`` FLOPs of a weight.
 
     Factored: ``2 S^2 (d_in + kk d_out) + S^2 kk`` (input Gram, output-gradient Gram, product;
@@ -335,7 +335,7 @@ def _pair_costs(info: _ParamInfo, problem: KernelProblem) -> tuple[float, float,
     explicit: ``2 kk d_in d_out`` per pair plus ``2 k S d_in d_out`` per example to build
     (an embedding scatter builds in ``k (S d + V d)``); ``kk`` is ``k^2`` in full mode, else ``k``.
     """
-    k, kk, S = problem.k, _kk(problem), info.S
+    k, kk, S = request.k, _kk(request), info.S
     d_in = 1 if info.kind == "embedding" else info.d_in  # an id comparison, not a dot product
     factored = 2.0 * S * S * (d_in + kk * info.d_out) + S * S * kk
     explicit = 2.0 * kk * info.d_in * info.d_out
@@ -346,21 +346,21 @@ def _pair_costs(info: _ParamInfo, problem: KernelProblem) -> tuple[float, float,
     return factored, explicit, build
 
 
-def _decide(problem: KernelProblem, an: _Analysis) -> None:
+def _decide(request: KernelRequest, an: _Analysis) -> None:
     """Pick factored vs explicit per weight (in place), by :func:`_pair_costs` over the whole kernel."""
-    pairs = problem.n1 * problem.n2 * (0.5 if problem.symmetric else 1.0)
-    runs = problem.n1 if problem.symmetric else problem.n1 + problem.n2
+    pairs = request.n1 * request.n2 * (0.5 if request.symmetric else 1.0)
+    runs = request.n1 if request.symmetric else request.n1 + request.n2
     for info in an.structured.values():
         if info.kind in _FACTORED_KINDS and info.role == "weight":
-            fac, exp, build = _pair_costs(info, problem)
+            fac, exp, build = _pair_costs(info, request)
             info.factored = pairs * fac < pairs * exp + runs * build
     for info in an.structured.values():
         info.folded = info.partner is not None and an.structured[info.partner].factored
 
 
-def _per_example_bytes(problem: KernelProblem, an: _Analysis) -> tuple[float, float]:
+def _per_example_bytes(request: KernelRequest, an: _Analysis) -> tuple[float, float]:
     """``(linear, quadratic)`` scalars of a block of ``c`` examples: ``c lin + c^2 quad``."""
-    k, kk = problem.k, _kk(problem)
+    k, kk = request.k, _kk(request)
     lin = an.activations * (k + 2)
     quad = 0.0
     for info in an.structured.values():
@@ -371,25 +371,25 @@ def _per_example_bytes(problem: KernelProblem, an: _Analysis) -> tuple[float, fl
             quad = max(quad, info.S * info.S * (kk + 1))
         else:
             lin += 2 * k * info.numel
-    P_fb = sum(problem.fmodel.primals[n].numel() for n in an.fallback)
+    P_fb = sum(request.fmodel.primals[n].numel() for n in an.fallback)
     lin += 2 * k * P_fb
     return lin, quad + kk
 
 
-def _plan(problem: KernelProblem, an: _Analysis) -> int:
+def _plan(request: KernelRequest, an: _Analysis) -> int:
     """Examples per block: ``chunk_size``, or the largest ``c`` whose two blocks fit half the budget."""
-    n = max(problem.n1, problem.n2)
-    lin, quad = _per_example_bytes(problem, an)
-    size = problem.itemsize
-    if problem.chunk_size is not None:
-        c = min(problem.chunk_size, n)
-        problem.check_fits(
+    n = max(request.n1, request.n2)
+    lin, quad = _per_example_bytes(request, an)
+    size = request.itemsize
+    if request.chunk_size is not None:
+        c = min(request.chunk_size, n)
+        request.check_fits(
             size * (2 * c * lin + c * c * quad),
-            f"the structured factors of two blocks of chunk_size={problem.chunk_size} examples",
+            f"the structured factors of two blocks of chunk_size={request.chunk_size} examples",
             "Pass a smaller chunk_size, or chunk_size=None to size blocks automatically.",
         )
         return c
-    half = problem.budget / (2 * size)
+    half = request.budget / (2 * size)
     # 2 c lin + c^2 quad <= half
     c = (-2 * lin + math.sqrt(4 * lin * lin + 4 * quad * half)) / (2 * quad)
     return max(1, min(n, int(c)))
@@ -422,9 +422,9 @@ def _gradients(out: torch.Tensor, eps: list[torch.Tensor]) -> list[torch.Tensor]
     ]
 
 
-def _block(problem: KernelProblem, an: _Analysis, x: _inputs.Batch, ex: slice) -> _Block:
+def _block(request: KernelRequest, an: _Analysis, x: _inputs.Batch, ex: slice) -> _Block:
     """Factors of examples ``ex`` of ``x``: one forward pass, one batched backward, fallback Jacobians."""
-    fm = problem.fmodel
+    fm = request.fmodel
     xb = _inputs.take(x, ex)
     c = ex.stop - ex.start
     explicit: dict[str, torch.Tensor] = {}
@@ -531,9 +531,9 @@ def _contract_factored(kind: str, f1: tuple, f2: tuple, mode: KernelMode) -> tor
     return (GG * AA[:, None, :, :, None, :]).sum((2, 5)).permute(0, 2, 1, 3)
 
 
-def _contract_blocks(b1: _Block, b2: _Block, problem: KernelProblem) -> torch.Tensor:
-    mode = problem.mode
-    total = _contract(b1.explicit, b2.explicit, mode) if b1.explicit else None
+def _contract_blocks(b1: _Block, b2: _Block, request: KernelRequest) -> torch.Tensor:
+    mode = request.mode
+    total = contract(b1.explicit, b2.explicit, mode) if b1.explicit else None
     for name, (kind, A1, G1) in b1.factored.items():
         _, A2, G2 = b2.factored[name]
         blk = _contract_factored(kind, (A1, G1), (A2, G2), mode)
@@ -544,7 +544,7 @@ def _contract_blocks(b1: _Block, b2: _Block, problem: KernelProblem) -> torch.Te
 class StructuredMethod:
     """Structured (layer-wise) derivatives; see :class:`ntkmonitor.NTKMethod` for when to pick it."""
 
-    def cost(self, problem: KernelProblem) -> float:
+    def cost(self, request: KernelRequest) -> float:
         """Estimated FLOP-equivalents; ``math.inf`` when no selected parameter is structured.
 
         With ``m`` examples run (``n1`` when symmetric, else ``n1 + n2``), ``[FP]`` the forward FLOPs
@@ -561,60 +561,46 @@ class StructuredMethod:
         ``"ntk_vp"`` have it).
         """
         try:
-            an = _analysis(problem)
+            an = _analysis(request)
         except Exception:  # noqa: BLE001 - an unsupported model: let another method run
             return math.inf
         if not an.structured:
             return math.inf
-        _decide(problem, an)
-        lin, quad = _per_example_bytes(problem, an)
-        if (2 * lin + quad) * problem.itemsize > problem.budget / 2:
+        _decide(request, an)
+        lin, quad = _per_example_bytes(request, an)
+        if (2 * lin + quad) * request.itemsize > request.budget / 2:
             return math.inf  # not even one example per block fits: no output chunking here
-        k, kk = problem.k, _kk(problem)
-        fp = max(problem.profile.flops_per_example, 2.0 * problem.fmodel.num_params)
-        pairs = problem.n1 * problem.n2 * (0.5 if problem.symmetric else 1.0)
-        m = problem.n1 if problem.symmetric else problem.n1 + problem.n2
+        k, kk = request.k, _kk(request)
+        fp = max(request.profile.flops_per_example, 2.0 * request.fmodel.num_params)
+        pairs = request.n1 * request.n2 * (0.5 if request.symmetric else 1.0)
+        m = request.n1 if request.symmetric else request.n1 + request.n2
         work = m * (1 + 2 * k) * fp
         for info in an.structured.values():
             if info.kind in _FACTORED_KINDS and info.role == "weight":
-                fac, exp, build = _pair_costs(info, problem)
+                fac, exp, build = _pair_costs(info, request)
                 work += min(pairs * fac, pairs * exp + m * build)
             elif info.partner is None or not an.structured[info.partner].factored:
                 work += 2 * pairs * kk * info.numel
-        P_fb = sum(problem.fmodel.primals[n].numel() for n in an.fallback)
+        P_fb = sum(request.fmodel.primals[n].numel() for n in an.fallback)
         fallback = 0.0
         if P_fb:
             fallback = (3 * fp + _FALLBACK_WRITE_COST * P_fb) * k * m + 2 * pairs * kk * P_fb
         return _OVERHEAD + _EFFICIENCY_PENALTY * work + fallback
 
-    def compute(self, problem: KernelProblem) -> torch.Tensor:
-        """The kernel (blocks on and above the diagonal when symmetric)."""
-        an = _analysis(problem)
-        _decide(problem, an)
-        c = _plan(problem, an)
-        lin, _ = _per_example_bytes(problem, an)
-        cache_cols = problem.n2 * lin * problem.itemsize <= problem.budget / 4
-        rows = chunks(problem.n1, c)
-        cols = rows if problem.symmetric else chunks(problem.n2, c)
-        cache: dict[int, _Block] = {}
+    def compute(self, request: KernelRequest) -> torch.Tensor:
+        """The kernel, summed over outputs in trace mode (blocks on and above the diagonal when symmetric)."""
+        an = _analysis(request)
+        _decide(request, an)
+        c = _plan(request, an)
+        lin, _ = _per_example_bytes(request, an)
+        cache_cols = request.n2 * lin * request.itemsize <= request.budget / 4
+        rows = chunks(request.n1, c)
+        cols = None if request.symmetric else chunks(request.n2, c)
 
-        def col_block(ci: int) -> _Block:
-            if ci in cache:
-                return cache[ci]
-            blk = _block(problem, an, problem.xb, cols[ci])
-            if cache_cols:
-                cache[ci] = blk
-            return blk
+        def build(x: _inputs.Batch, ex: slice) -> _Block:
+            return _block(request, an, x, ex)
 
-        result = problem.new_result()
-        for ri, ex1 in enumerate(rows):
-            b1 = col_block(ri) if problem.symmetric else _block(problem, an, problem.x1, ex1)
-            for ci, ex2 in enumerate(cols):
-                if problem.symmetric and ci < ri:
-                    continue
-                b2 = b1 if (problem.symmetric and ci == ri) else col_block(ci)
-                blk = _contract_blocks(b1, b2, problem)
-                result[ex1, ex2] = blk
-        if problem.mode is KernelMode.TRACE:
-            result /= problem.k
+        result = request.new_result()
+        for ex1, ex2, b1, b2, _ in BlockPairs(request, rows, cols, build, cache_columns=cache_cols):
+            result[ex1, ex2] = _contract_blocks(b1, b2, request)
         return result

@@ -14,8 +14,9 @@ import math
 import torch
 from torch.func import jacrev, vmap
 
-from . import _inputs
-from ._problem import KernelMode, KernelProblem, chunks, clamp_count
+from .. import _inputs
+from ..options import KernelMode
+from .request import BlockPairs, KernelRequest, chunks, clamp_count
 
 Jacobian = dict[str, torch.Tensor]  # name -> (c, q, p)
 
@@ -24,16 +25,16 @@ _WRITE_COST = 500.0
 at memory bandwidth, not at matrix-product speed. Calibrated on 2 CPU cores against ``ntk_vp``."""
 
 
-def _plan(problem: KernelProblem) -> tuple[int, int]:
+def _plan(request: KernelRequest) -> tuple[int, int]:
     """``(examples per block, outputs per block)``."""
-    k, P, size = problem.k, problem.fmodel.num_params, problem.itemsize
-    half = problem.budget / 2
-    n = max(problem.n1, problem.n2)
-    if problem.chunk_size is not None:
-        c = min(problem.chunk_size, n)
-        problem.check_fits(
+    k, P, size = request.k, request.fmodel.num_params, request.itemsize
+    half = request.budget / 2
+    n = max(request.n1, request.n2)
+    if request.chunk_size is not None:
+        c = min(request.chunk_size, n)
+        request.check_fits(
             2 * c * k * P * size,
-            f"two Jacobian blocks of chunk_size={problem.chunk_size} examples x {k} outputs x {P} parameters",
+            f"two Jacobian blocks of chunk_size={request.chunk_size} examples x {k} outputs x {P} parameters",
             "Pass a smaller chunk_size, or chunk_size=None to size blocks automatically.",
         )
         return c, k
@@ -42,7 +43,7 @@ def _plan(problem: KernelProblem) -> tuple[int, int]:
         return clamp_count(half / per_example, n), k
     # Even one example's Jacobian is over budget: chunk the outputs too.
     q = clamp_count(half / (P * size), k)
-    problem.check_fits(
+    request.check_fits(
         2 * q * P * size,
         f"a one-example, one-output Jacobian ({P} parameters)",
         "Restrict the kernel to fewer parameters with params=[...], or use method='ntk_vp'.",
@@ -50,8 +51,8 @@ def _plan(problem: KernelProblem) -> tuple[int, int]:
     return 1, q
 
 
-def _jacobian(problem: KernelProblem, x: _inputs.Batch, ex: slice, out: slice, vectorized: bool = True) -> Jacobian:
-    fm = problem.fmodel
+def _jacobian(request: KernelRequest, x: _inputs.Batch, ex: slice, out: slice, vectorized: bool = True) -> Jacobian:
+    fm = request.fmodel
 
     def f(primals: dict, xi: _inputs.Batch) -> torch.Tensor:
         return fm.single(primals, xi)[out]
@@ -66,9 +67,23 @@ def _jacobian(problem: KernelProblem, x: _inputs.Batch, ex: slice, out: slice, v
     return {name: j.reshape(j.shape[0], j.shape[1], -1) for name, j in jac.items()}
 
 
-def _contract(j1: Jacobian, j2: Jacobian, mode: KernelMode) -> torch.Tensor:
-    """Contract two Jacobian blocks over parameters: trace ``(c1, c2)`` (sum over outputs, not yet
-    divided by ``k``), diagonal ``(c1, c2, q)``, full ``(c1, c2, q1, q2)``."""
+def contract(j1: Jacobian, j2: Jacobian, mode: KernelMode) -> torch.Tensor:
+    """Contract two Jacobian blocks ``{name: (c, q, p)}`` over parameters.
+
+    Args:
+        j1: the row block's Jacobians.
+        j2: the column block's Jacobians (same names).
+        mode: the kernel mode.
+
+    Returns:
+        trace ``(c1, c2)`` (summed over outputs, not divided by ``k``), diagonal ``(c1, c2, q)``, full
+        ``(c1, c2, q1, q2)``.
+
+    Example:
+        >>> j = {"w": torch.ones(2, 1, 3)}
+        >>> contract(j, j, KernelMode.TRACE).tolist()
+        [[3.0, 3.0], [3.0, 3.0]]
+    """
     total = None
     for name, a in j1.items():
         b = j2[name]
@@ -100,68 +115,53 @@ class JacobianMethod:
     def __init__(self, vectorized: bool = True) -> None:
         self.vectorized = vectorized
 
-    def cost(self, problem: KernelProblem) -> float:
+    def cost(self, request: KernelRequest) -> float:
         """``(3 [FP] + W P) k`` per example's Jacobian built, plus ``2 n1 n2 k P`` (``k^2`` in full mode).
 
         ``W`` (:data:`_WRITE_COST`) prices writing one Jacobian entry to memory in FLOP-equivalents.
         """
-        k, P = problem.k, problem.fmodel.num_params
-        fp = max(problem.profile.flops_per_example, 2.0 * P)
-        c, _ = _plan(problem)
-        cached = problem.n2 * k * P * problem.itemsize <= problem.budget / 2
-        row_blocks = math.ceil(problem.n1 / c)
-        if problem.symmetric:
-            built = problem.n1 if cached else problem.n1 * (row_blocks + 1) / 2
+        k, P = request.k, request.fmodel.num_params
+        fp = max(request.profile.flops_per_example, 2.0 * P)
+        c, _ = _plan(request)
+        cached = request.n2 * k * P * request.itemsize <= request.budget / 2
+        row_blocks = math.ceil(request.n1 / c)
+        if request.symmetric:
+            built = request.n1 if cached else request.n1 * (row_blocks + 1) / 2
         else:
-            built = problem.n1 + problem.n2 * (1 if cached else row_blocks)
-        sym = 0.5 if problem.symmetric else 1.0
-        kk = k * k if problem.mode is KernelMode.FULL else k
-        cost = (3 * fp + _WRITE_COST * P) * k * built + 2 * problem.n1 * problem.n2 * kk * P * sym
+            built = request.n1 + request.n2 * (1 if cached else row_blocks)
+        sym = 0.5 if request.symmetric else 1.0
+        kk = k * k if request.mode is KernelMode.FULL else k
+        cost = (3 * fp + _WRITE_COST * P) * k * built + 2 * request.n1 * request.n2 * kk * P * sym
         return cost if self.vectorized else _LOOP_COST * cost
 
-    def compute(self, problem: KernelProblem) -> torch.Tensor:
-        """The kernel (both halves, also when symmetric)."""
-        c, q = _plan(problem)
-        mode, k = problem.mode, problem.k
+    def compute(self, request: KernelRequest) -> torch.Tensor:
+        """The kernel, summed over outputs in trace mode (both halves, also when symmetric)."""
+        c, q = _plan(request)
+        mode, k = request.mode, request.k
         out_chunks = chunks(k, q)
-        rows = [(ex, out) for out in out_chunks for ex in chunks(problem.n1, c)]
-        cols = rows if problem.symmetric else [(ex, out) for out in out_chunks for ex in chunks(problem.n2, c)]
-        col_bytes = problem.n2 * k * problem.fmodel.num_params * problem.itemsize
-        cache_cols = col_bytes <= problem.budget / 2
-        cache: dict[int, Jacobian] = {}
+        rows = [(ex, out) for out in out_chunks for ex in chunks(request.n1, c)]
+        cols = None if request.symmetric else [(ex, out) for out in out_chunks for ex in chunks(request.n2, c)]
+        col_bytes = request.n2 * k * request.fmodel.num_params * request.itemsize
 
-        def col_jac(ci: int) -> Jacobian:
-            if ci in cache:
-                return cache[ci]
-            ex, out = cols[ci]
-            jac = _jacobian(problem, problem.xb, ex, out, self.vectorized)
-            if cache_cols:
-                cache[ci] = jac
-            return jac
+        def build(x: _inputs.Batch, block: tuple[slice, slice]) -> Jacobian:
+            return _jacobian(request, x, block[0], block[1], self.vectorized)
 
-        result = problem.new_result()
-        for ri, (ex1, out1) in enumerate(rows):
-            j1 = col_jac(ri) if problem.symmetric else _jacobian(problem, problem.x1, ex1, out1, self.vectorized)
-            for ci, (ex2, out2) in enumerate(cols):
-                if mode is not KernelMode.FULL and out2 != out1:
-                    continue
-                if problem.symmetric and ci < ri:
-                    continue
-                j2 = j1 if (problem.symmetric and ci == ri) else col_jac(ci)
-                blk = _contract(j1, j2, mode)
-                mirror = problem.symmetric and ci != ri
-                if mode is KernelMode.TRACE:
-                    result[ex1, ex2] += blk
-                    if mirror:
-                        result[ex2, ex1] += blk.T
-                elif mode is KernelMode.DIAGONAL:
-                    result[ex1, ex2, out1] = blk
-                    if mirror:
-                        result[ex2, ex1, out1] = blk.transpose(0, 1)
-                else:
-                    result[ex1, ex2, out1, out2] = blk
-                    if mirror:
-                        result[ex2, ex1, out2, out1] = blk.permute(1, 0, 3, 2)
-        if mode is KernelMode.TRACE:
-            result /= k
+        result = request.new_result()
+        pairs = BlockPairs(request, rows, cols, build, cache_columns=col_bytes <= request.budget / 2)
+        for (ex1, out1), (ex2, out2), j1, j2, mirror in pairs:
+            if mode is not KernelMode.FULL and out2 != out1:
+                continue
+            blk = contract(j1, j2, mode)
+            if mode is KernelMode.TRACE:
+                result[ex1, ex2] += blk
+                if mirror:
+                    result[ex2, ex1] += blk.T
+            elif mode is KernelMode.DIAGONAL:
+                result[ex1, ex2, out1] = blk
+                if mirror:
+                    result[ex2, ex1, out1] = blk.transpose(0, 1)
+            else:
+                result[ex1, ex2, out1, out2] = blk
+                if mirror:
+                    result[ex2, ex1, out2, out1] = blk.permute(1, 0, 3, 2)
         return result
