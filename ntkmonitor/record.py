@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
 from . import _checks
-from .errors import InputError
+from .errors import InputError, NTKMonitorWarning
 
 __all__ = [
     "Snapshot",
@@ -198,35 +199,42 @@ MODE_KINDS = ("predicted", "actual", "relative", "predicted_lower", "predicted_u
 _VERDICTS = {v.value for v in Verdict}
 
 
-def to_json(value: Any) -> Any:
-    """``value`` as strict-JSON data: non-finite floats -> ``None``; tensors, arrays and numpy scalars -> lists or
-    numbers; enums -> their values; paths -> strings; mappings and sequences recursively.
+def to_json(value: Any, where: str = "value") -> Any:
+    """``value`` as strict-JSON data: the one JSON cleaner of the package.
+
+    Non-finite floats -> ``None``; tensors, arrays and numpy scalars -> lists or numbers; enums -> their values;
+    paths -> strings; mappings and sequences recursively. Anything else becomes its ``str`` with an
+    :class:`~ntkmonitor.NTKMonitorWarning` that names where it was.
 
     Args:
         value: nested dicts, lists, tuples, numbers, strings, tensors or arrays.
+        where: a name for ``value`` in the warning.
 
     Returns:
-        The same structure with only JSON types (anything else is left as it is).
+        The same structure with only JSON types.
 
     Example:
         >>> to_json({"x": (1.0, float("nan"))})
         {'x': [1.0, None]}
     """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value.value if isinstance(value, Enum) else value
     if isinstance(value, Enum):
-        return to_json(value.value)
+        return to_json(value.value, where)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(key): to_json(item) for key, item in value.items()}
+        return {str(key): to_json(item, f"{where}[{key!r}]") for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_json(item) for item in value]
+        return [to_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors (without importing either)
-        return to_json(value.detach().cpu().tolist() if hasattr(value, "detach") else value.tolist())
-    return value
+        return to_json(value.detach().cpu().tolist() if hasattr(value, "detach") else value.tolist(), where)
+    warnings.warn(
+        f"ntkmonitor wrote {where} as text: {type(value).__name__} is not a JSON type.", NTKMonitorWarning, stacklevel=2
+    )
+    return str(value)
 
 
 def from_json(value: Any) -> Any:

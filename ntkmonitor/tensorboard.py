@@ -39,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 import weakref
@@ -58,8 +57,8 @@ from .record import (
     TEST_MSE_KEYS,
     Reference,
     Snapshot,
-    format_number,
 )
+from .summary import text_summary
 
 __all__ = [
     "custom_scalars_layout",
@@ -394,73 +393,6 @@ def log_figures(
             writer.add_image(tag, image, global_step=int(step), dataformats="HWC")
             written.append(tag)
     return written
-
-
-def _with_interval(value: float, lower: float, upper: float) -> str:
-    if not (math.isfinite(lower) and math.isfinite(upper)):
-        return format_number(value)
-    return f"{format_number(value)} [{format_number(lower)}, {format_number(upper)}]"
-
-
-def text_summary(snapshot: Snapshot) -> str:
-    r"""The markdown that :func:`log_text_summary` writes.
-
-    Args:
-        snapshot: the measurement.
-
-    Returns:
-        Markdown: the verdict, a table of drift and learnability (predicted vs actual), and the prediction note.
-
-    Example:
-        >>> print(text_summary(Snapshot(step=7, verdict="lazy", kernel_distance=0.012)).splitlines()[0])
-        **Step 7: lazy**
-    """
-    s = _check_snapshot(snapshot)
-    epoch = f" (epoch {s.epoch})" if s.epoch is not None else ""
-    rows = [
-        ("kernel distance", format_number(s.kernel_distance)),
-        ("linearization error", format_number(s.linearization_error)),
-        ("relative parameter change", format_number(s.parameter_change)),
-        ("learnability: actual", format_number(s.learnability_actual)),
-        (
-            "learnability: predicted from K0",
-            _with_interval(
-                s.learnability_predicted_init, s.learnability_predicted_init_lower, s.learnability_predicted_init_upper
-            ),
-        ),
-        (
-            "learnability: predicted from Kt",
-            _with_interval(
-                s.learnability_predicted_current,
-                s.learnability_predicted_current_lower,
-                s.learnability_predicted_current_upper,
-            ),
-        ),
-        ("test MSE: actual", format_number(s.test_mse_actual)),
-        (
-            "test MSE: predicted from K0",
-            _with_interval(s.test_mse_predicted_init, s.test_mse_predicted_init_lower, s.test_mse_predicted_init_upper),
-        ),
-        (
-            "test MSE: predicted from Kt",
-            _with_interval(
-                s.test_mse_predicted_current, s.test_mse_predicted_current_lower, s.test_mse_predicted_current_upper
-            ),
-        ),
-        ("ridge of the prediction", format_number(s.ridge)),
-    ]
-    if math.isfinite(s.self_check_learnability_gap):
-        rows.append(
-            (
-                "self-check on the probe: learnability gap, MSE ratio",
-                f"{format_number(s.self_check_learnability_gap)}, {format_number(s.self_check_mse_ratio)}x",
-            )
-        )
-    lines = [f"**Step {s.step}{epoch}: {s.verdict or 'no verdict'}**", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    if s.prediction_note:
-        lines += ["", f"Prediction note: {s.prediction_note}"]
-    return "\n".join(lines)
 
 
 def log_text_summary(writer: Any, snapshot: Snapshot) -> bool:

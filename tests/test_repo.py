@@ -52,3 +52,33 @@ def test_every_public_name_has_a_docstring_with_an_example():
         obj = getattr(ntkmonitor, name)
         doc = obj.__doc__ or ""
         assert "Example" in doc, f"ntkmonitor.{name} needs a docstring with an example"
+
+
+def test_no_private_name_is_used_across_modules():
+    """House rule: what one module shares with another is public (``_checks`` and friends are internal modules
+    whose functions are public names; ``drift._subspace_overlap`` from another module is not allowed)."""
+    import ast
+
+    package = ROOT / "ntkmonitor"
+    offences = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules: set[str] = set()
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.level > 0):
+                continue
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base.joinpath(*(node.module or "").split(".")) if node.module else base
+            for alias in node.names:
+                is_module = (target / f"{alias.name}.py").exists() or (target / alias.name).is_dir()
+                if is_module:
+                    modules.add(alias.asname or alias.name)
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    offences.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {alias.name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                if node.attr.startswith("_") and not node.attr.startswith("__"):
+                    offences.append(f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert offences == []
