@@ -1,100 +1,112 @@
-"""Per-call overhead of the kernel engine: what a call costs beyond the method's own computation.
+"""Overhead of ``NTKMonitor`` at its default cadence on the Lightning quickstart's training.
 
-For an MLP, it times in one run (medians of warm calls):
+Two measurements, both from one process:
 
-- ``bare``: the chosen method's ``compute`` on a request built once (the work itself);
-- ``empirical_ntk``: the one-shot call (selection, profile, method choice, then the work);
-- ``NTKFunction``: a call of ``empirical_ntk_fn(model)``, configured once (the profile and the method's analysis
-  are cached per input layout; parameters are re-read);
-- ``tracker.measure``: a whole measurement (kernel, outputs, linearization, spectrum, predictions).
+- **direct**: the wall time spent inside the callback's hooks (reference, measurements, logging,
+  final measurement) divided by the rest of the run's wall time. This is robust to machine noise.
+- **A/B**: the same training (same seed) without and with the callback, alternating, ``--repeats``
+  times each after one untimed warm-up pair, as the ratio of median wall times. On a shared machine
+  run-to-run noise can exceed the effect; the per-run times are printed so this can be judged.
 
-Overheads are reported as ratios to ``bare``, measured in the same run.
+The first use of ``torch.func`` in a process costs a one-time warm-up, reported as ``cold_start_s``.
+No logger is attached (no disk writes). It also checks that the weights are bit-identical.
 
-Usage::
-
-    OMP_NUM_THREADS=1 python benchmarks/bench_overhead.py                # CPU: MLPs at n=64
-    python benchmarks/bench_overhead.py --device cuda --n 1024          # GPU: the MLP 784-512-512-10 at n=1024
+    python benchmarks/bench_overhead.py                  # quickstart settings (~5 minutes)
+    python benchmarks/bench_overhead.py --epochs 2 --repeats 1 --width 64   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
-import ntkmonitor
-from ntkmonitor import kernel
-from ntkmonitor._memory import memory_budget
-from ntkmonitor._methods.request import KernelRequest
+import torch  # noqa: E402
+from lightning_quickstart import train  # noqa: E402
+
+import ntkmonitor  # noqa: E402
 
 
-def _median(fn, reps: int, device: torch.device) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+class TimedMonitor(ntkmonitor.NTKMonitor):
+    """``NTKMonitor`` that adds up the wall time spent in its hooks."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hook_seconds = 0.0
+
+    def _timed_hook(self, hook, *args) -> None:
         start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        try:
+            hook(*args)
+        finally:
+            self.hook_seconds += time.perf_counter() - start
+
+    def on_train_start(self, *args) -> None:  # noqa: D102
+        self._timed_hook(super().on_train_start, *args)
+
+    def on_train_batch_end(self, *args) -> None:  # noqa: D102
+        self._timed_hook(super().on_train_batch_end, *args)
+
+    def on_train_end(self, *args) -> None:  # noqa: D102
+        self._timed_hook(super().on_train_end, *args)
 
 
-def run(d_in: int, width: int, n: int, device: torch.device, reps: int) -> dict[str, float]:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(d_in, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10)
-    ).to(device)
-    x = torch.randn(n, d_in, device=device)
-    ntk = ntkmonitor.empirical_ntk_fn(model)
-    fm = ntk.functional_model()
-    with fm.measuring():
-        profile = fm.profile(x, n)
-    request = KernelRequest(fm, x, None, n, n, ntkmonitor.KernelMode.TRACE, profile, None, memory_budget(fm.device))
-    method = kernel.resolve_method(request)
-
-    def bare() -> None:
-        with fm.measuring():
-            kernel._METHODS[method].compute(request)
-
-    tracker = ntkmonitor.NTKTracker(model, (x, torch.randn(n, 10, device=device)), train_size=1000)
-    tracker.reference()
-    return {
-        "method": method.value,
-        "bare": _median(bare, reps, device),
-        "empirical_ntk": _median(lambda: ntkmonitor.empirical_ntk(model, x), reps, device),
-        "NTKFunction": _median(lambda: ntk(x), reps, device),
-        "tracker.measure": _median(lambda: tracker.measure(step=1), max(3, reps // 3), device),
-    }
+def _monitor() -> TimedMonitor:
+    return TimedMonitor(probe_size=128, lr="auto", loss="mse")  # the quickstart's settings
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and print (and return) the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--n", type=int, default=None, help="examples (default 64 on CPU, 1024 on CUDA)")
-    parser.add_argument("--reps", type=int, default=30)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    n = args.n or (64 if device.type == "cpu" else 1024)
-    shapes = [(10, 64), (784, 512)] if device.type == "cpu" else [(784, 512)]
-    print(f"device {device}, n={n}; times are medians of warm calls; ratios to the method's bare compute")
-    print(f"{'MLP':<18} {'method':<11} {'bare':>9} {'empirical_ntk':>20} {'NTKFunction':>20} {'tracker.measure':>16}")
-    for d_in, width in shapes:
-        r = run(d_in, width, n, device, args.reps)
-        b = r["bare"]
-        print(
-            f"{f'{d_in}-{width}-{width}-10':<18} {r['method']:<11} {b * 1e3:7.2f}ms "
-            f"{r['empirical_ntk'] * 1e3:9.2f}ms ({r['empirical_ntk'] / b:4.2f}x) "
-            f"{r['NTKFunction'] * 1e3:9.2f}ms ({r['NTKFunction'] / b:4.2f}x) {r['tracker.measure'] * 1e3:13.1f}ms"
-        )
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=250)
+    parser.add_argument("--n-train", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    run = dict(width=args.width, epochs=args.epochs, n_train=args.n_train)
+
+    warm = {}
+    for kind in ("without", "with"):  # untimed warm-up pair
+        start = time.perf_counter()
+        train(monitor=_monitor() if kind == "with" else None, **run)
+        warm[kind] = time.perf_counter() - start
+
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    direct, measurements = [], []
+    for _ in range(args.repeats):
+        for kind in ("without", "with"):
+            monitor = _monitor() if kind == "with" else None
+            start = time.perf_counter()
+            model, _ = train(monitor=monitor, **run)
+            elapsed = time.perf_counter() - start
+            times[kind].append(elapsed)
+            params = [p.detach().clone() for p in model.parameters()]
+            if monitor is None:
+                without_params = params
+                continue
+            with_params = params
+            measurements.append(len(monitor.history))
+            direct.append(monitor.hook_seconds / (elapsed - monitor.hook_seconds))
+    identical = all(torch.equal(a, b) for a, b in zip(with_params, without_params, strict=True))
+    result = {
+        **run,
+        "threads": torch.get_num_threads(),
+        "direct_overhead_median": statistics.median(direct),
+        "direct_overhead_per_run": [round(d, 4) for d in direct],
+        "ab_overhead": statistics.median(times["with"]) / statistics.median(times["without"]) - 1,
+        "times_without_s": [round(t, 2) for t in times["without"]],
+        "times_with_s": [round(t, 2) for t in times["with"]],
+        "measurements_per_run": measurements,
+        "bit_identical_weights": identical,
+        "cold_start_s": round(warm["with"] - warm["without"], 2),
+    }
+    print(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -139,9 +139,7 @@ def run_experiments(args: argparse.Namespace, model: torch.nn.Module, X: torch.T
             measured[k]["train_mse"].append(result["train_mse"][sl].tolist())
             # ||theta - theta_0|| travelled vs the linearized network's sqrt(y^T K_DD^-1 y) (its f_hat starts at 0)
             measured[k]["distance"].append(result["distance"][sl].tolist())
-            measured[k]["distance_predicted"].append(
-                [ntkmonitor.weight_distance(K[i][:, i], y[i]) for i in idx.cpu()]
-            )
+            measured[k]["distance_predicted"].append([ntkmonitor.weight_distance(K[i][:, i], y[i]) for i in idx.cpu()])
         steps = result["steps"].view(len(ks), trials).max(dim=1).values.tolist()
         capped = int((result["train_mse"] >= args.tol).sum())
         stderr(

@@ -51,7 +51,7 @@ from .errors import InputError, NTKMonitorWarning
 from .options import AnalysisOptions, KernelOptions
 from .record import Snapshot
 from .sinks import MetricsSink, Sink
-from .tracker import NTKTracker
+from .tracker import NTKTracker, probe_order
 
 __all__ = [
     "NTKMonitor",
@@ -398,8 +398,7 @@ class _NTKMonitorLogic:
             )
         from torch.utils.data import default_collate
 
-        generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(dataset), generator=generator).tolist()
+        order = probe_order(len(dataset), self.seed)
 
         def draw(size: int) -> tuple[Any, torch.Tensor]:
             """The first ``size`` items of the private permutation (a larger probe contains a smaller one)."""

@@ -3,8 +3,9 @@
 ``audit`` measures a saved model (one or several checkpoints, the first being the reference) against NTK
 theory on a probe, without training; ``predict`` gives the learning curve the theory predicts at
 initialization. Both write ``report.html``, ``report.json`` (and, for ``audit``, TensorBoard event files in
-the callback's layout) into ``--out`` and print a summary. They reuse :class:`~ntkmonitor.NTKTracker` and
-the sinks; nothing here computes theory of its own.
+the callback's layout) into ``--out`` and print a summary. This module only parses the arguments, checks ``--out``
+and maps errors to exit codes; :mod:`ntkmonitor.audit` computes, :mod:`ntkmonitor.report` and
+:mod:`ntkmonitor.summary` render.
 
 Exit codes: 0 success, 2 bad input (a one-line message naming the argument and the fix), 1 internal error.
 Nothing outside ``--out`` is written.
@@ -16,46 +17,20 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import importlib
-import importlib.util
 import math
 import os
-import pickle
-import platform
 import shlex
 import sys
 import tempfile
-import time
 import warnings
-import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
 
 from . import __version__
-from ._memory import available_bytes, format_bytes
-from .errors import InputError, ModelCallError, NTKMonitorError, NTKMonitorWarning
-from .kernel import empirical_ntk
+from .errors import InputError, ModelCallError, NTKMonitorError, NTKMonitorWarning, UsageError
 from .options import NTKMethod
-from .theory import weight_distance
-from .tracker import NTKTracker
 
 __all__ = ["main", "run", "build_parser", "UsageError"]
-
-
-class UsageError(InputError):
-    """Bad command-line input; ``main`` prints it on one line and exits with status 2.
-
-    Example:
-        >>> str(UsageError("--data: file 'x.pt' does not exist. Pass an existing .pt or .npz file."))
-        "--data: file 'x.pt' does not exist. Pass an existing .pt or .npz file."
-    """
 
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -157,390 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------------------------------------------- loading
-@contextlib.contextmanager
-def _no_bytecode() -> Iterator[None]:
-    """Import user code without writing ``__pycache__`` next to it (nothing outside ``--out``)."""
-    previous = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    try:
-        yield
-    finally:
-        sys.dont_write_bytecode = previous
+def _settings(args: argparse.Namespace, command_line: str):  # noqa: ANN202 - an AuditSettings
+    """The parsed flags as checked :class:`~ntkmonitor.audit.AuditSettings` (a mistake: :class:`UsageError`)."""
+    from .audit import AuditSettings
 
-
-def _import_object(spec: str, arg: str) -> Any:
-    if not isinstance(spec, str) or ":" not in spec:
-        raise UsageError(
-            f"{arg}: expected MODULE:NAME (e.g. mypkg.models:make_net or path/to/file.py:make_net), but got {spec!r}."
-        )
-    module_name, _, attr = spec.rpartition(":")
-    with _no_bytecode():
-        try:
-            if module_name.endswith(".py"):
-                path = Path(module_name)
-                _existing_file(module_name, arg, "Python file")
-                module_spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(module_spec)
-                # registered while it runs: dataclasses (with `from __future__ import annotations`), pickling and
-                # typing look the module up in sys.modules by name
-                previous = sys.modules.get(module_spec.name)
-                sys.modules[module_spec.name] = module
-                sys.path.insert(0, str(path.resolve().parent))
-                try:
-                    module_spec.loader.exec_module(module)
-                except BaseException:
-                    if previous is None:
-                        sys.modules.pop(module_spec.name, None)
-                    else:
-                        sys.modules[module_spec.name] = previous
-                    raise
-                finally:
-                    sys.path.remove(str(path.resolve().parent))
-            else:
-                if os.getcwd() not in sys.path:
-                    sys.path.insert(0, os.getcwd())
-                module = importlib.import_module(module_name)
-        except UsageError:
-            raise
-        except ImportError as err:
-            raise UsageError(
-                f"{arg}: cannot import module {module_name!r} ({err}). Run from the directory that contains it, "
-                "or add it to PYTHONPATH."
-            ) from None
-    if not hasattr(module, attr):
-        raise UsageError(f"{arg}: module {module_name!r} has no attribute {attr!r}. Check the name after ':'.")
-    return getattr(module, attr)
-
-
-def _existing_file(path: str, arg: str, kind: str = "file") -> None:
-    """A clear one-line error for a path that is missing or a directory."""
-    if Path(path).is_dir():
-        raise UsageError(f"{arg}: {path!r} is a directory. Pass a {kind} inside it.")
-    if not Path(path).is_file():
-        raise UsageError(f"{arg}: file {path!r} does not exist. Pass an existing {kind}.")
-
-
-def _check_expansion(path: str, arg: str) -> None:
-    """Refuse a torch file whose storages would expand beyond the memory available (a compressed-zip bomb)."""
-    if not zipfile.is_zipfile(path):
-        return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return  # torch.load reports what is wrong with it
-    available = available_bytes(torch.device("cpu"))
-    if expanded > available:
-        raise UsageError(
-            f"{arg}: {path!r} expands to {format_bytes(expanded)} in memory (the file has "
-            f"{format_bytes(os.path.getsize(path))}), more than the {format_bytes(available)} available. Pass a "
-            "checkpoint saved with torch.save from the model, or free memory."
-        )
-
-
-def _load_file(path: str, arg: str, trust: bool) -> Any:
-    _existing_file(path, arg)
-    _check_expansion(path, arg)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(
-            f"{arg}: {path!r} holds objects that safe loading (weights_only=True) refuses ({first}). If you trust "
-            "this file, pass --trust-checkpoint (it runs code stored in the file)."
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        if trust and not zipfile.is_zipfile(path):  # a plain pickle (pickle.dump), which torch.load cannot read
-            try:
-                with open(path, "rb") as fh:
-                    return pickle.load(fh)  # noqa: S301 - the user vouched for the file with --trust-checkpoint
-            except Exception:  # noqa: BLE001 - report torch's reason below
-                pass
-        hint = "" if trust else " If it is a plain pickle you trust, pass --trust-checkpoint."
-        raise UsageError(f"{arg}: cannot read {path!r} as a torch file ({type(err).__name__}: {err}).{hint}") from None
-
-
-def _state_from_checkpoint(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], int | None, dict[str, Any]]:
-    """``(state_dict, global_step, hyperparameters)`` of a plain or Lightning checkpoint."""
-    if isinstance(obj, nn.Module):
-        return obj.state_dict(), None, {}
-    if isinstance(obj, dict):
-        if "state_dict" in obj and isinstance(obj["state_dict"], dict):  # Lightning
-            return obj["state_dict"], obj.get("global_step"), dict(obj.get("hyper_parameters") or {})
-        for key in ("model_state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                return obj[key], obj.get("global_step", obj.get("step")), {}
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj, None, {}
-    raise UsageError(
-        f"--checkpoint: {path!r} is not a state_dict, a Lightning checkpoint, or a dict with 'state_dict', "
-        "'model_state_dict' or 'model'. Save it with torch.save(model.state_dict(), path)."
+    return AuditSettings(
+        command=args.command,
+        data=args.data,
+        model=args.model,
+        lightning_module=args.lightning_module,
+        checkpoints=tuple(args.checkpoint),
+        probe_size=args.probe_size,
+        train_size=args.train_size,
+        method=args.method,
+        params=args.params,
+        ridge=args.ridge,
+        loss=args.loss,
+        top_k=args.top_k,
+        device=args.device,
+        seed=args.seed,
+        trust_checkpoint=args.trust_checkpoint,
+        mode=getattr(args, "mode", "trace"),
+        n_max=getattr(args, "n_max", None),
+        n_points=getattr(args, "n_points", 25),
+        command_line=command_line,
     )
-
-
-def _build_model(args: argparse.Namespace, first: tuple | None) -> nn.Module:
-    if bool(args.model) == bool(args.lightning_module):
-        raise UsageError("--model / --lightning-module: expected exactly one of them. Pass --model MODULE:FACTORY.")
-    if args.lightning_module:
-        if first is None:
-            raise UsageError("--lightning-module: needs at least one --checkpoint (a Lightning checkpoint).")
-        cls = _import_object(args.lightning_module, "--lightning-module")
-        try:
-            model = cls(**first[2])
-        except TypeError as err:
-            raise UsageError(
-                f"--lightning-module: {args.lightning_module} could not be built from the checkpoint's "
-                f"hyperparameters ({err}). Call self.save_hyperparameters() in its __init__."
-            ) from None
-    else:
-        factory = _import_object(args.model, "--model")
-        if not callable(factory):
-            raise UsageError(f"--model: {args.model!r} is not callable. Point it to a function returning an nn.Module.")
-        model = factory()
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"--model: expected the factory to return an nn.Module, but got {type(model).__name__}.")
-    return model
-
-
-_KNOWN_PREFIXES = ("module.", "model.", "_orig_mod.")
-"""Key prefixes a wrapper adds (DDP's ``module.``, a LightningModule's ``model.``, ``torch.compile``'s
-``_orig_mod.``); a checkpoint whose keys match the model only without them is loaded with them stripped."""
-
-
-def _match_state(model: nn.Module, state: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
-    """The checkpoint's state with wrapper prefixes stripped so its keys match the model's, and a note saying so.
-
-    Raises :class:`UsageError` for keys that do not match, shapes that differ and non-finite weights, naming the
-    checkpoint and the tensor: all before any kernel work.
-    """
-    expected = model.state_dict()
-    stripped: list[str] = []
-    for _ in range(len(_KNOWN_PREFIXES)):  # nested wrappers: "module.model.0.weight"
-        unmatched = [k for k in state if k not in expected]
-        if set(expected) <= set(state) or not unmatched:
-            break
-        prefix = max(_KNOWN_PREFIXES, key=lambda p: sum(k.startswith(p) for k in unmatched))
-        if not any(k.startswith(prefix) for k in unmatched):
-            break
-        state = {k[len(prefix) :] if k in unmatched and k.startswith(prefix) else k: v for k, v in state.items()}
-        stripped.append(prefix)
-    missing = [k for k in expected if k not in state]
-    if missing:
-        unexpected = [k for k in state if k not in expected]
-        raise UsageError(
-            f"--checkpoint: {path!r} does not match the model (missing keys {missing[:5]}, unexpected keys "
-            f"{unexpected[:5]}). Pass the --model / --lightning-module the checkpoint was saved from."
-        )
-    state = {k: v for k, v in state.items() if k in expected}
-    for name, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise UsageError(f"--checkpoint: {path!r} holds a {type(value).__name__} for {name!r}, not a tensor.")
-        if value.shape != expected[name].shape:
-            raise UsageError(
-                f"--checkpoint: {path!r} has {name!r} of shape {tuple(value.shape)}, but the model's is "
-                f"{tuple(expected[name].shape)}. Pass the --model (and its size arguments) the checkpoint was saved "
-                "from."
-            )
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            bad = int((~torch.isfinite(value)).sum())
-            raise UsageError(
-                f"--checkpoint: {path!r} has {bad} NaN/inf value(s) in {name!r} (a diverged run). Leave that "
-                "checkpoint out: audit the ones before the divergence."
-            )
-    note = f"stripped the prefix {'+'.join(repr(p) for p in stripped)} from the keys of {path!r}" if stripped else ""
-    return state, note
-
-
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a state already checked by :func:`_match_state`."""
-    model.load_state_dict(state, strict=False)
-
-
-def _timeline_steps(checkpoints: list[tuple]) -> list[int]:
-    """The step of each checkpoint: recorded steps in training order; without any, the checkpoint's position.
-
-    A first checkpoint without a step is the reference before training (step 0). Otherwise recorded and missing
-    steps do not mix, and recorded steps must not decrease: either would draw the timeline out of order.
-    """
-    recorded = [step for _, _, _, step in checkpoints]
-    if all(step is None for step in recorded):
-        return list(range(len(checkpoints)))
-    if recorded[0] is None:
-        recorded[0] = 0
-    missing = [path for (path, *_), step in zip(checkpoints, recorded, strict=True) if step is None]
-    if missing:
-        raise UsageError(
-            f"--checkpoint: {missing[0]!r} records no training step, but other checkpoints do, so its place in "
-            "the timeline is unknown. Save checkpoints with their step (a Lightning checkpoint, or "
-            "{'state_dict': ..., 'global_step': step}), or pass only ones without."
-        )
-    steps = [int(step) for step in recorded]
-    for (before, *_), (after, *_), a, b in zip(checkpoints, checkpoints[1:], steps, steps[1:], strict=False):
-        if b < a:
-            raise UsageError(
-                f"--checkpoint: {after!r} (step {b}) comes after {before!r} (step {a}). Pass checkpoints in "
-                "training order; the first is the reference."
-            )
-    return steps
-
-
-def _npz(spec: str) -> dict[str, Any]:
-    _existing_file(spec, "--data", ".pt or .npz file")
-    try:
-        loaded = np.load(spec, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise UsageError(f"--data: cannot read {spec!r} as an .npz archive ({type(err).__name__}: {err}).") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise UsageError(
-            f"--data: {spec!r} is a single .npy array, not an .npz archive of named arrays. Save it with "
-            "np.savez(path, x=x, y=y)."
-        )
-    data = {}
-    with loaded:
-        for key in loaded.files:
-            try:
-                data[key] = loaded[key]
-            except ValueError:
-                raise UsageError(
-                    f"--data: {spec!r} holds an object array under {key!r}, which cannot be loaded safely. Save "
-                    "numeric arrays: np.savez(path, x=x.astype('float32'), y=y)."
-                ) from None
-    return data
-
-
-def _as_data_tensor(value: Any, key: str) -> torch.Tensor:
-    """One array of ``--data`` as a real tensor, or a one-line error naming the key."""
-    if not isinstance(value, torch.Tensor):
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            what = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}.get(
-                array.dtype.kind, f"dtype {array.dtype}"
-            )
-            raise UsageError(f"--data: {key!r} holds {what}; expected real numbers (features, targets or labels).")
-        value = torch.as_tensor(array)
-    if value.is_complex():
-        raise UsageError(f"--data: {key!r} holds complex numbers ({value.dtype}); expected real numbers.")
-    if value.ndim == 0:
-        raise UsageError(f"--data: {key!r} is a single number; expected one row per example.")
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        where = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0])
-        column = f", column {where[1] if len(where) == 2 else where[1:]}" if len(where) > 1 else ""
-        raise UsageError(
-            f"--data: {key!r} has {int((~torch.isfinite(value)).sum())} NaN/inf value(s), the first in row "
-            f"{where[0]}{column}. Remove or impute those rows."
-        )
-    return value
-
-
-def _load_data(spec: str) -> dict[str, torch.Tensor]:
-    if spec.endswith((".pt", ".pth")):
-        data = _load_file(spec, "--data", trust=False)
-    elif spec.endswith(".npz"):
-        data = _npz(spec)
-    elif ":" in spec and not Path(spec).exists():
-        loader = _import_object(spec, "--data")
-        if not callable(loader):
-            raise UsageError(f"--data: {spec!r} is not callable. Point it to a function returning (x, y).")
-        try:
-            data = loader()
-        except Exception as err:  # noqa: BLE001 - the user's loader failed: say so on one line
-            raise UsageError(
-                f"--data: the loader {spec} raised {type(err).__name__}: {' '.join(str(err).split())[:200]}. Fix "
-                "the function (it is called with no arguments and returns x, y)."
-            ) from None
-    elif Path(spec).is_dir():
-        raise UsageError(f"--data: {spec!r} is a directory. Pass a .pt or .npz file inside it, or MODULE:FUNCTION.")
-    else:
-        raise UsageError(f"--data: expected a .pt or .npz file or MODULE:FUNCTION, but got {spec!r}.")
-    if isinstance(data, (tuple, list)) and len(data) in (2, 4):
-        data = dict(zip(("x", "y", "x_probe", "y_probe"), data, strict=False))
-    if not isinstance(data, dict) or "x" not in data or "y" not in data:
-        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise UsageError(f"--data: expected keys 'x' and 'y' (optionally 'x_probe', 'y_probe'), but found {found}.")
-    out = {key: _as_data_tensor(data[key], key) for key in ("x", "y", "x_probe", "y_probe") if key in data}
-    for xk, yk in (("x", "y"), ("x_probe", "y_probe")):
-        if (xk in out) != (yk in out):
-            raise UsageError(f"--data: '{xk}' and '{yk}' must come together, but only one of them is there.")
-        if xk in out and out[xk].shape[0] != out[yk].shape[0]:
-            raise UsageError(
-                f"--data: '{xk}' has {out[xk].shape[0]} rows but '{yk}' has {out[yk].shape[0]}; they must match."
-            )
-    return out
-
-
-def _probe(data: dict[str, torch.Tensor], size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, str, bool]:
-    generator = torch.Generator().manual_seed(seed)
-    if "x_probe" in data:
-        x, y = data["x_probe"], data["y_probe"]
-        index = torch.randperm(x.shape[0], generator=generator)[:size]
-        return x[index], y[index], f"x_probe ({min(size, x.shape[0])} of {x.shape[0]} points)", False
-    x, y = data["x"], data["y"]
-    index = torch.randperm(x.shape[0], generator=generator)[:size]
-    return x[index], y[index], f"drawn from x ({min(size, x.shape[0])} of {x.shape[0]} points)", True
-
-
-# ---------------------------------------------------------------------------------------------------- running
-def _progress(message: str) -> None:
-    print(f"ntkmonitor: {message}", file=sys.stderr, flush=True)
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "ntkmonitor": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def _learning_curve(tracker: NTKTracker, args: argparse.Namespace, n_max: int, points: int) -> dict[str, Any]:
-    """The predicted learning curve from ``K0`` (:class:`~ntkmonitor.ProbeEstimator`), with its intervals."""
-    grid = {int(round(v)) for v in np.geomspace(1, max(n_max, 2), points)} | {tracker.train_size}
-    curve: dict[str, Any] = {"ridge": args.ridge, "reach": math.nan}
-    estimator = tracker.estimator0
-    if estimator is None:
-        curve["note"] = f"no prediction: a {tracker.M}-point probe is too small"
-        return curve
-    predictions = [estimator.predict(n, ridge=args.ridge) for n in sorted(grid)]
-    curve["n"] = [p.n for p in predictions]
-    for name in ("learnability", "test_mse"):
-        curve[name] = [getattr(p, name) for p in predictions]
-        curve[f"{name}_lower"] = [getattr(p, f"{name}_interval")[0] for p in predictions]
-        curve[f"{name}_upper"] = [getattr(p, f"{name}_interval")[1] for p in predictions]
-    curve["kappa"] = [p.kappa for p in predictions]
-    curve["regime"] = [p.regime for p in predictions]
-    at_n = estimator.predict(tracker.train_size, ridge=args.ridge)
-    curve["reach"] = at_n.reach
-    curve["at_train_size"] = at_n.to_dict()
-    curve["note"] = at_n.note
-    return curve
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    """Every flag a mistake can be caught in without loading anything: one line, exit 2, before any kernel work."""
-    if args.probe_size < 3:  # as NTKMonitor(probe_size=...): a smaller probe gives no spectrum or prediction
-        raise UsageError(f"--probe-size: expected an int >= 3, but got {args.probe_size}. Use a few hundred points.")
-    if args.train_size is not None and args.train_size < 1:
-        raise UsageError(f"--train-size: expected a positive int, but got {args.train_size}.")
-    if not math.isfinite(args.ridge) or args.ridge < 0:
-        raise UsageError(f"--ridge: expected a finite number >= 0, but got {args.ridge}.")
-    if args.top_k < 1:
-        raise UsageError(f"--top-k: expected a positive int (modes reported per checkpoint), but got {args.top_k}.")
-    if getattr(args, "n_points", 2) < 2:
-        raise UsageError(f"--n-points: expected an int >= 2 (points of the learning curve), but got {args.n_points}.")
-    if getattr(args, "n_max", None) is not None and args.n_max < 1:
-        raise UsageError(f"--n-max: expected a positive int, but got {args.n_max}.")
-    for flag, spec in (("--model", args.model), ("--lightning-module", args.lightning_module)):
-        if spec is not None and (":" not in spec or not spec.rpartition(":")[0] or not spec.rpartition(":")[2]):
-            raise UsageError(
-                f"{flag}: expected MODULE:NAME with both parts (e.g. mypkg.models:make_net or "
-                f"path/to/file.py:make_net), but got {spec!r}."
-            )
-    _check_out(args.out, args.overwrite)
 
 
 _OUTPUTS = ("report.json", "report.html", "tensorboard")
@@ -562,6 +178,9 @@ def _check_out(out: str, overwrite: bool = False) -> None:
         raise UsageError(f"--out: {out!r} lies below the file {str(parent)!r}. Pass a directory path.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out: {str(parent)!r} is not writable. Pass a directory you can write to.")
+    for name in _OUTPUTS[:2]:
+        if (path / name).is_dir() and not (path / name).is_symlink():
+            raise UsageError(f"--out: {str(path / name)!r} is a directory where the report goes. Move it away.")
     earlier = [name for name in _OUTPUTS if os.path.lexists(path / name)]
     if earlier and not overwrite:
         raise UsageError(
@@ -579,194 +198,9 @@ def _clear_previous(out: Path) -> None:
     if board.is_symlink() or board.is_file():
         board.unlink()
     elif board.is_dir():
-        for event in board.glob("events.out.tfevents.*"):
+        for event in board.rglob("events.out.tfevents.*"):
             if event.is_file() or event.is_symlink():
                 event.unlink()
-
-
-def _audit(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    _check_args(args)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device: cuda was asked for but torch sees no CUDA device. Use --device cpu.")
-    checkpoints = []
-    for path in args.checkpoint:
-        state, step, hparams = _state_from_checkpoint(_load_file(path, "--checkpoint", args.trust_checkpoint), path)
-        checkpoints.append((path, state, hparams, step))
-    if args.trust_checkpoint and checkpoints:
-        warnings.warn(
-            "--trust-checkpoint: checkpoints were fully unpickled; this runs code stored in them.",
-            NTKMonitorWarning,
-            stacklevel=2,
-        )
-    data = _load_data(args.data)
-    first = (checkpoints[0][0], checkpoints[0][1], checkpoints[0][2]) if checkpoints else None
-    model = _build_model(args, first).to(args.device)
-    x_probe, y_probe, source, overlaps = _probe(data, args.probe_size, args.seed)
-    train_size = args.train_size or int(data["x"].shape[0])
-    result_warnings = []
-    if overlaps:
-        result_warnings.append(
-            "The probe was drawn from x (the training data): actual learnability on training points is inflated by "
-            "memorization. Provide x_probe/y_probe of held-out points."
-        )
-    # every checkpoint is checked against the model before any kernel work
-    matched = [_match_state(model, state, path) for path, state, _, _ in checkpoints]
-    steps = _timeline_steps(checkpoints)
-    checkpoints = [
-        (path, state, hparams, step)
-        for (path, _, hparams, _), (state, _), step in zip(checkpoints, matched, steps, strict=True)
-    ]
-    for _, note in matched:
-        if note:
-            _progress(note)
-            result_warnings.append(f"--checkpoint: {note} (a wrapper's prefix).")
-    timeline = checkpoints or [("initial model (--model factory)", None, {}, 0)]
-    if checkpoints:
-        _load_state(model, checkpoints[0][1])
-    try:
-        tracker = NTKTracker(
-            model,
-            (x_probe, y_probe),
-            train_size,
-            method=args.method,
-            params=args.params,
-            top_k=args.top_k,
-            ridge=args.ridge,
-            loss=args.loss,
-        )
-    except ModelCallError as err:
-        raise UsageError(
-            f"--data: the model from --model fails on the inputs of --data (x of shape {tuple(x_probe.shape)}): "
-            f"{err.__cause__ or err}. Check that the data's feature size matches the model."
-        ) from None
-    entries = []
-    for index, (path, state, _, step) in enumerate(timeline):
-        label = Path(path).name if state is not None else path
-        start = time.perf_counter()
-        if index == 0:
-            _progress(f"[1/{len(timeline)}] reference kernel on {tracker.M} probe points: {label} ...")
-            snapshot = tracker.reference(step=step)
-        else:
-            _load_state(model, state)
-            _progress(f"[{index + 1}/{len(timeline)}] measuring {label} ...")
-            snapshot = tracker.measure(step=step)
-        _progress(f"    done in {time.perf_counter() - start:.1f} s")
-        entries.append({"label": label, "step": step, "snapshot": snapshot.to_dict()})
-    spectrum0 = tracker.spectrum0
-    power = tracker.coefficients0.pow(2).sum(1)
-    try:
-        fit = spectrum0.power_law_fit(max(2, spectrum0.rank // 10), max(spectrum0.rank // 2, 3))
-        power_law = {"c": fit.c, "alpha": fit.alpha, "r2": fit.r2}
-    except InputError:
-        power_law = None
-    full_kernel = None
-    if getattr(args, "mode", "trace") == "full":
-        if checkpoints:
-            _load_state(model, checkpoints[0][1])
-        K = empirical_ntk(model, x_probe, mode="full", method=args.method, params=args.params)
-        diagonal = torch.diagonal(K, dim1=2, dim2=3)
-        full_kernel = {"offdiagonal_fraction": float((K - torch.diag_embed(diagonal)).norm() / K.norm())}
-    distance = None
-    if args.command == "audit" and len(entries) >= 2:
-        distance = _distance_travelled(args, model, checkpoints, data, tracker, entries)
-    n_max = getattr(args, "n_max", None) or 4 * max(train_size, tracker.M)
-    curve = _learning_curve(tracker, args, n_max, getattr(args, "n_points", 25))
-    last = tracker.history[-1]
-    return {
-        "kind": args.command,
-        "command": command,
-        "versions": _versions(),
-        "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "model": {
-            "spec": args.model or args.lightning_module,
-            "num_params": sum(p.numel() for p in model.parameters()),
-            "num_outputs": tracker.num_outputs,
-            "device": args.device,
-            "kernel_method": args.method,
-        },
-        "probe": {"size": tracker.M, "source": source, "overlaps_training_data": overlaps, "train_size": train_size},
-        "options": {
-            "ridge": args.ridge,
-            "mode": getattr(args, "mode", "trace"),
-            "params": args.params,
-            "top_k": args.top_k,
-        },
-        "spectrum0": {
-            "eigenvalues": spectrum0.eigenvalues.tolist(),
-            "target_power": power.tolist(),
-            "effective_rank": spectrum0.effective_rank(),
-            "participation_ratio": spectrum0.participation_ratio(),
-            "power_law": power_law,
-        },
-        "timeline": entries if args.command == "audit" else [],
-        "verdict": (last.verdict or None) if args.command == "audit" and len(entries) > 1 else None,
-        "learning_curve": curve,
-        "self_check": None if tracker.self_check is None else tracker.self_check.to_dict(),
-        "weight_distance": distance,
-        "full_kernel": full_kernel,
-        "warnings": result_warnings,
-        "_tracker": tracker,
-    }
-
-
-WEIGHT_DISTANCE_MAX_POINTS = 4096
-"""The audit computes the predicted distance travelled on training sets of at most this many points (an
-``n x n`` float64 kernel)."""
-
-
-def _distance_travelled(
-    args: argparse.Namespace,
-    model: nn.Module,
-    checkpoints: list[tuple],
-    data: dict[str, torch.Tensor],
-    tracker: NTKTracker,
-    entries: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Predicted ``||w_inf - w_0||`` of the linearized network on the training data vs the measured distances."""
-    x, y = data["x"], data["y"]
-    n = int(x.shape[0])
-    if n > WEIGHT_DISTANCE_MAX_POINTS:
-        return {"note": f"not computed: {n} training points (at most {WEIGHT_DISTANCE_MAX_POINTS})"}
-    _progress(f"distance travelled: kernel on the {n} training points ...")
-    _load_state(model, checkpoints[0][1])
-    K = empirical_ntk(model, x, method=args.method, params=args.params, dtype=torch.float64)
-    target = NTKTracker(model, (x, y), n, method=args.method, params=args.params).target
-    flags = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            f0 = model(x.to(args.device)).detach().double().cpu().reshape(n, -1)
-    finally:
-        for m, flag in zip(model.modules(), flags, strict=True):
-            m.training = flag
-    predicted = weight_distance(K, target - f0, ridge=args.ridge)
-    norm0 = math.sqrt(sum(float(p.double().pow(2).sum()) for p in tracker.params0.values()))
-    measured = [float(e["snapshot"]["parameter_change"] or 0.0) * norm0 for e in entries]
-    return {
-        "predicted": predicted,
-        "measured": measured,
-        "labels": [e["label"] for e in entries],
-        "n": n,
-        "ridge": args.ridge,
-        "note": "the linearized network trained by gradient descent to convergence on the training data (or, with "
-        "--ridge, to the ridge solution) travels sqrt((y - f0)^T K^-1 (y - f0)); a lazy network trained that long "
-        "travels this far, one stopped early less",
-    }
-
-
-def _write_tensorboard(tracker: NTKTracker, out: Path) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    from .tensorboard import TensorBoardSink
-
-    writer = SummaryWriter(str(out / "tensorboard"))
-    sink = TensorBoardSink(writer, figures_every=0)
-    reference = tracker.reference_record
-    try:
-        for i, snapshot in enumerate(tracker.history):
-            sink.log(snapshot, reference, final=i == len(tracker.history) - 1)
-    finally:
-        writer.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -801,17 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ["MPLCONFIGDIR"] = mpl_dir.name
         with warnings.catch_warnings():
             warnings.simplefilter("always", NTKMonitorWarning)
-            result = _audit(args, command)
-            tracker = result.pop("_tracker")
+            _check_out(args.out, args.overwrite)
+            settings = _settings(args, command)
+            from .audit import run_audit, write_tensorboard
+
+            audit = run_audit(settings)
             out.mkdir(parents=True, exist_ok=True)
-            from .report import format_summary, write_report
+            from .report import write_report
+            from .summary import format_summary
 
             if args.overwrite:
                 _clear_previous(out)
             if args.command == "audit":
-                _write_tensorboard(tracker, out)
-            paths = write_report(result, out)
-        print(format_summary(result))
+                write_tensorboard(audit.tracker, out)
+            paths = write_report(audit.result, out)
+        print(format_summary(audit.result))
         print(f"\nreport: {paths['html']}\nnumbers: {paths['json']}")
         if args.command == "audit":
             print(f"tensorboard --logdir {out / 'tensorboard'}")

@@ -27,6 +27,7 @@ __all__ = [
     "InputError",
     "NoSolutionError",
     "ParameterSelectionError",
+    "UsageError",
     "ModelOutputError",
     "ModelCallError",
     "KernelMemoryError",
@@ -49,6 +50,16 @@ class InputError(NTKMonitorError, ValueError):
     Example:
         >>> isinstance(ntkmonitor.InputError("bad"), ValueError)
         True
+    """
+
+
+class UsageError(InputError):
+    """Bad command-line input (``ntkmonitor audit`` / ``predict``): one line that names the flag and the fix;
+    the command prints it and exits with status 2.
+
+    Example:
+        >>> str(UsageError("--data: file 'x.pt' does not exist. Pass an existing .pt or .npz file."))
+        "--data: file 'x.pt' does not exist. Pass an existing .pt or .npz file."
     """
 
 

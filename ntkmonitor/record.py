@@ -237,6 +237,25 @@ def to_json(value: Any, where: str = "value") -> Any:
     return str(value)
 
 
+_TEXT_FIELDS = ("verdict", "prediction_note", "prediction_regime")
+
+
+def _number(value: Any) -> float:
+    """A float; ``nan`` for ``None``, booleans and anything that is not a number."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _items(value: Any) -> list[Any]:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
 def from_json(value: Any) -> Any:
     """Inverse of :func:`to_json` for numbers: ``None`` -> ``nan``, recursively through lists and dicts.
 
@@ -411,16 +430,32 @@ class Snapshot:
         return to_json(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
-        """Inverse of :meth:`to_dict`."""
-        names = {f.name for f in fields(cls)}
-        values = {k: from_json(v) for k, v in data.items() if k in names}
-        values["epoch"] = data.get("epoch")
-        values["verdict"] = data.get("verdict") or ""
-        values["prediction_note"] = data.get("prediction_note") or ""
-        values["prediction_regime"] = data.get("prediction_regime") or ""
-        values["suggested_probe_size"] = int(data.get("suggested_probe_size") or 0)
-        values["mode_indices"] = list(data.get("mode_indices") or [])
+    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Inverse of :meth:`to_dict`; loose input is coerced field by field (a number that is not one is ``nan``).
+
+        Example:
+            >>> Snapshot.from_dict({"step": 2, "kernel_distance": None, "top_eigenvalues": [1.0, "x"]}).top_eigenvalues
+            [1.0, nan]
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name in _TEXT_FIELDS:
+                values[f.name] = "" if value is None else str(value)
+            elif f.name in ("step", "epoch", "suggested_probe_size"):
+                number = _number(value)
+                values[f.name] = int(number) if math.isfinite(number) else (None if f.name == "epoch" else 0)
+            elif f.name == "mode_indices":
+                values[f.name] = [int(v) for v in map(_number, _items(value)) if math.isfinite(v)]
+            elif f.name == "parameter_change_per_tensor":
+                values[f.name] = {str(k): _number(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+            elif isinstance(f.default, float):
+                values[f.name] = _number(value)
+            else:
+                values[f.name] = [_number(v) for v in _items(value)]
+        values.setdefault("step", 0)
         return cls(**values)
 
     def scalars(self) -> dict[str, float]:

@@ -201,7 +201,9 @@ def report_json(result: AuditResult | Mapping[str, Any]) -> str:
 
 def _result(result: Any) -> AuditResult:
     if not isinstance(result, (AuditResult, Mapping)):
-        raise InputError(f"Expected the report's result to be an AuditResult or a dict, but got {type(result).__name__}.")
+        raise InputError(
+            f"Expected the report's result to be an AuditResult or a dict, but got {type(result).__name__}."
+        )
     return AuditResult.coerce(result)
 
 
@@ -645,7 +647,9 @@ def _details(r: AuditResult) -> str:
             )
             parts.append(f"<details><summary>Per-mode learnability of {_e(last.label)}</summary>{grid}</details>")
         if snap.parameter_change_per_tensor:
-            rows = [[f"<code>{_e(name)}</code>", _num(value, 3)] for name, value in snap.parameter_change_per_tensor.items()]
+            rows = [
+                [f"<code>{_e(name)}</code>", _num(value, 3)] for name, value in snap.parameter_change_per_tensor.items()
+            ]
             grid = _grid(["parameter", "relative change"], rows, numeric={1})
             parts.append(
                 f"<details><summary>Relative change per parameter tensor, {_e(last.label)}</summary>{grid}</details>"

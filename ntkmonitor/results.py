@@ -64,8 +64,15 @@ def _map(value: Any) -> Mapping[str, Any]:
 
 
 def _floats(value: Any) -> list[float]:
+    if hasattr(value, "tolist"):  # numpy arrays, tensors
+        value = value.tolist()
     items = value if isinstance(value, Sequence) and not isinstance(value, str) else []
     return [_float(v) for v in items]
+
+
+def _ints(value: Any) -> list[int]:
+    """Whole numbers (sizes, counts); entries that are not finite numbers are dropped."""
+    return [int(v) for v in _floats(value) if math.isfinite(v)]
 
 
 def _strings(value: Any) -> list[str]:
@@ -162,7 +169,9 @@ class AnalysisInfo:
         """Coerce a loose dict (every key optional)."""
         d = _map(data)
         params = d.get("params")
-        return cls(_float(d.get("ridge")), _str(d.get("mode")), _strings(params) if params else None, _int(d.get("top_k")))
+        return cls(
+            _float(d.get("ridge")), _str(d.get("mode")), _strings(params) if params else None, _int(d.get("top_k"))
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +255,7 @@ class LearningCurve:
         note: how the prediction at ``n`` was obtained.
     """
 
-    n: list[float] = dataclasses.field(default_factory=list)
+    n: list[int] = dataclasses.field(default_factory=list)
     learnability: list[float] = dataclasses.field(default_factory=list)
     learnability_lower: list[float] = dataclasses.field(default_factory=list)
     learnability_upper: list[float] = dataclasses.field(default_factory=list)
@@ -266,10 +275,11 @@ class LearningCurve:
         d = _map(data)
         lists = {
             name: _floats(d.get(name))
-            for name in ("n", "learnability", "learnability_lower", "learnability_upper", "test_mse")
+            for name in ("learnability", "learnability_lower", "learnability_upper", "test_mse")
             + ("test_mse_lower", "test_mse_upper", "kappa")
         }
         return cls(
+            n=_ints(d.get("n")),
             **lists,
             regime=_strings(d.get("regime")),
             ridge=_float(d.get("ridge")),
@@ -290,10 +300,16 @@ class LearningCurve:
         available). This reads the plotted curve; its own points are the predictions.
         """
         target = _float(n)
-        if not math.isfinite(target) or target <= 0 or not (len(self.n) == len(self.learnability) == len(self.test_mse)):
+        if (
+            not math.isfinite(target)
+            or target <= 0
+            or not (len(self.n) == len(self.learnability) == len(self.test_mse))
+        ):
             return math.nan, math.nan, ""
         points = sorted(
-            (s, l_, m) for s, l_, m in zip(self.n, self.learnability, self.test_mse, strict=True) if math.isfinite(s) and s > 0
+            (s, l_, m)
+            for s, l_, m in zip(self.n, self.learnability, self.test_mse, strict=True)
+            if math.isfinite(s) and s > 0
         )
         for s, l_, m in points:
             if s == target:
@@ -324,7 +340,7 @@ class SelfCheckCurve:
         coverage: fraction of sizes inside the intervals.
     """
 
-    sizes: list[float] = dataclasses.field(default_factory=list)
+    sizes: list[int] = dataclasses.field(default_factory=list)
     measured_learnability: list[float] = dataclasses.field(default_factory=list)
     measured_test_mse: list[float] = dataclasses.field(default_factory=list)
     predicted_learnability: list[float] = dataclasses.field(default_factory=list)
@@ -344,7 +360,8 @@ class SelfCheckCurve:
         if not d:
             return None
         names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{n: _floats(d.get(n)) for n in names[:9]}, **{n: _float(d.get(n)) for n in names[9:]})
+        curves = {n: _floats(d.get(n)) for n in names[1:9]}
+        return cls(sizes=_ints(d.get("sizes")), **curves, **{n: _float(d.get(n)) for n in names[9:]})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,9 +449,7 @@ class AuditResult:
             'predict'
         """
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["timeline"] = [
-            {"label": e.label, "step": e.step, "snapshot": e.snapshot.to_dict()} for e in self.timeline
-        ]
+        data["timeline"] = [{"label": e.label, "step": e.step, "snapshot": e.snapshot.to_dict()} for e in self.timeline]
         data["full_kernel"] = (
             None if self.offdiagonal_fraction is None else {"offdiagonal_fraction": self.offdiagonal_fraction}
         )

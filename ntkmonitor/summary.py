@@ -136,7 +136,8 @@ def format_summary(result: AuditResult | Mapping[str, Any]) -> str:
         approx = " (interpolated)" if how == "interpolated" else ""
         lines.append(
             f"  predicted at n = {_count(probe.train_size)}: learnability {format_number(learn, 3)}"
-            f"{_interval(curve, 'learnability')}, test MSE {format_number(mse, 3)}{_interval(curve, 'test_mse')}{approx}"
+            f"{_interval(curve, 'learnability')}, test MSE {format_number(mse, 3)}"
+            f"{_interval(curve, 'test_mse')}{approx}"
         )
     distance = r.weight_distance
     if distance is not None and distance.measured:

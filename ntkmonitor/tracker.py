@@ -61,6 +61,7 @@ __all__ = [
     "SCALAR_KEYS",
     "MODE_KEY",
     "predict_from_spectrum",
+    "probe_order",
     "validate_options",
 ]
 
@@ -71,6 +72,27 @@ TAIL_FACTOR = 10
 SCALE_WARNING = 3.0
 """With a squared loss, a learned function this many times larger than the target (RMS over the probe) means the
 network was not trained on that loss (e.g. cross-entropy logits): the note says so."""
+
+
+def probe_order(count: int, seed: int) -> list[int]:
+    """The private permutation of ``range(count)`` a probe is drawn from: its first ``M`` items.
+
+    A probe of ``M`` points is ``order[:M]``, so a larger probe contains a smaller one, and the draw consumes no
+    global random state (a ``torch.Generator`` seeded with ``seed``). The callback and the command line share it:
+    the same seed and dataset give the same probe.
+
+    Args:
+        count: the number of candidate points.
+        seed: the seed.
+
+    Returns:
+        The permutation as a list of ints.
+
+    Example:
+        >>> probe_order(5, seed=0) == probe_order(5, seed=0), sorted(probe_order(5, seed=0))
+        (True, [0, 1, 2, 3, 4])
+    """
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def validate_options(**options: Any) -> None:

@@ -140,3 +140,10 @@ def test_bench_prediction_quick_runs_and_the_estimator_beats_the_old_policy(tmp_
         for policy in ("old", "new")
     }
     assert error["new"] < error["old"], error
+
+
+def test_bench_call_overhead_runs():
+    """Smoke test of ``benchmarks/bench_call_overhead.py`` (the numbers themselves are in RESULTS.md)."""
+    bench = _load("benchmarks/bench_call_overhead.py")
+    rows = bench.main(["--reps", "5"])
+    assert [row["method"] for row in rows] and all(row["bare"] > 0 for row in rows)

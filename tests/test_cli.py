@@ -322,7 +322,7 @@ def no_kernel_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("kernel work started before the mistake was caught")
 
-    monkeypatch.setattr("ntkmonitor.cli.NTKTracker", refuse)
+    monkeypatch.setattr("ntkmonitor.audit.NTKTracker", refuse)
 
 
 def _bad_files(workspace: Path) -> None:
@@ -448,7 +448,7 @@ def test_a_checkpoint_that_expands_beyond_memory_is_refused_before_loading(works
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename))
     assert (workspace / "bomb.pt").stat().st_size < 1_000_000
-    monkeypatch.setattr("ntkmonitor.cli.available_bytes", lambda device: 8_000_000)
+    monkeypatch.setattr("ntkmonitor.audit.available_bytes", lambda device: 8_000_000)
     monkeypatch.setattr("torch.load", lambda *a, **k: pytest.fail("torch.load must not run"))
     args = _audit_args()
     args[args.index("final.pt")] = "bomb.pt"

@@ -18,6 +18,7 @@ import torch
 
 import ntkmonitor
 from ntkmonitor import plots, report, theory
+from ntkmonitor.results import AuditResult
 from ntkmonitor.tracker import NTKTracker
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -147,7 +148,13 @@ def test_write_report_returns_both_paths_in_the_out_folder(written):
 def test_report_json_round_trips_every_number(audit, written):
     paths, _ = written
     loaded = json.loads(paths["json"].read_text(encoding="utf-8"))
-    assert loaded == audit
+    assert loaded == AuditResult.from_dict(audit).to_dict()  # the typed schema of the result
+    assert AuditResult.from_dict(loaded).to_dict() == loaded  # and it reads back unchanged
+    for given, written_entry in zip(audit["timeline"], loaded["timeline"], strict=True):
+        assert written_entry["snapshot"] == given["snapshot"]  # every number of every checkpoint
+    for key in ("n", "learnability", "test_mse", "kappa"):
+        assert loaded["learning_curve"][key] == audit["learning_curve"][key]
+    assert loaded["spectrum0"]["eigenvalues"] == audit["spectrum0"]["eigenvalues"]
     json.dumps(loaded, allow_nan=False)
     assert loaded["timeline"][2]["snapshot"]["kernel_distance"] > 0  # a real measurement, not a placeholder
 
@@ -159,13 +166,15 @@ def test_report_json_is_strict_json():
         "spectrum0": {"effective_rank": math.inf, "eigenvalues": [np.float32(0.5), np.int64(3)]},
     }
     loaded = json.loads(report.report_json(result))
-    assert loaded == {
-        "kind": "predict",
-        "learning_curve": {"n": [1, 2], "learnability": [0.25, None], "test_mse": [1.0]},
-        "spectrum0": {"effective_rank": None, "eigenvalues": [0.5, 3]},
-    }
-    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="not a JSON type"):
-        assert json.loads(report.report_json({"odd": object()}))["odd"].startswith("<object")
+    assert loaded["kind"] == "predict"
+    assert loaded["learning_curve"]["n"] == [1, 2]
+    assert loaded["learning_curve"]["learnability"] == [0.25, None]
+    assert loaded["learning_curve"]["test_mse"] == [1.0]
+    assert loaded["spectrum0"]["effective_rank"] is None and loaded["spectrum0"]["eigenvalues"] == [0.5, 3.0]
+    from ntkmonitor.record import to_json
+
+    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="not a JSON type"):  # the one JSON cleaner
+        assert to_json({"odd": object()})["odd"].startswith("<object")
 
 
 # ---------------------------------------------------------------------------------------------------- HTML
@@ -253,7 +262,7 @@ def test_predict_report_has_no_checkpoint_figures(audit, fast_figures, tmp_path)
     result = _predict_result(audit)
     paths = report.write_report(result, tmp_path)
     page = paths["html"].read_text(encoding="utf-8")
-    assert json.loads(paths["json"].read_text()) == result
+    assert json.loads(paths["json"].read_text()) == AuditResult.from_dict(result).to_dict()
     assert len(_images(page)) == 2  # spectrum and learning curve
     assert "ntkmonitor predict report" in page and '<span class="badge none">not measured</span>' in page
     assert "No checkpoint was measured" in _section(page, "checkpoints")
@@ -283,15 +292,17 @@ def test_a_failing_figure_becomes_a_note_and_a_warning(audit, tmp_path, monkeypa
     note = re.search(r'<div class="missing">(.*?)</div>', page).group(1)
     assert "Drift across checkpoints" in note and "RuntimeError: no &lt;canvas&gt; today" in note
     assert "Drift across checkpoints" in _section(page, "warnings")
-    assert json.loads(paths["json"].read_text()) == audit  # the JSON is the result, untouched
+    assert json.loads(paths["json"].read_text()) == AuditResult.from_dict(audit).to_dict()  # the JSON is untouched
 
 
 def test_malformed_data_still_renders(audit, fast_figures):
     result = copy.deepcopy(audit)
     result["spectrum0"]["eigenvalues"] = ["not", "numbers"]
-    with pytest.warns(ntkmonitor.NTKMonitorWarning, match="Spectrum and target power"):
-        page = report.render_html(result)
-    assert len(_images(page)) == 4
+    result["probe"]["size"] = "many"
+    result["timeline"][1]["snapshot"]["kernel_distance"] = "far"
+    page = report.render_html(result)  # read once, as n/a where it is not a number
+    assert "n/a points" in _section(page, "summary")
+    assert json.loads(report.report_json(result))["spectrum0"]["eigenvalues"] == [None, None]
     minimal = report.render_html({})
     assert "ntkmonitor predict report" in minimal and "not measured" in minimal and not _images(minimal)
     with pytest.raises(ntkmonitor.InputError, match="dict"):
