@@ -108,13 +108,25 @@ class ModelProfile:
 
 
 class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the elements of every non-view tensor an op produces (a proxy for activation memory)."""
+    """Counts the elements of every non-view tensor an op produces (a proxy for activation memory), and refuses,
+    before it runs, any op that would write into one of the ``protected`` storages (the user's parameters)."""
 
-    def __init__(self) -> None:
+    def __init__(self, protected: dict[int, str] | None = None) -> None:
         super().__init__()
         self.count = 0
+        self.protected = protected or {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if self.protected and func._schema.is_mutable:
+            written = [
+                value
+                for arg, value in zip(func._schema.arguments, args, strict=False)
+                if arg.alias_info is not None and arg.alias_info.is_write and isinstance(value, torch.Tensor)
+            ]
+            for value in written:
+                name = self.protected.get(_storage(value))
+                if name is not None:
+                    raise _InPlaceWriteError(name, str(func))
         out = func(*args, **(kwargs or {}))
         if getattr(func, "is_view", False):
             return out  # views allocate nothing
@@ -122,6 +134,23 @@ class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.count += t.numel()
         return out
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
+        return None
+
+
+class _InPlaceWriteError(ModelCallError):
+    def __init__(self, name: str, op: str) -> None:
+        super().__init__(
+            f"Expected the model's forward pass to leave its parameters alone, but it writes in place to {name!r} "
+            f"({op}); it was stopped before the write, so the weights are unchanged. ntkmonitor evaluates the model "
+            "on its parameters without copying them: make the update out of place, or run it only in training "
+            "(if self.training: ...)."
+        )
 
 
 def unwrap_compiled(model: nn.Module, params: Sequence[str] | str | None = None) -> tuple[nn.Module, Any]:
@@ -145,10 +174,30 @@ def unwrap_compiled(model: nn.Module, params: Sequence[str] | str | None = None)
     return inner, params
 
 
-def _padding_without_tangent(module: nn.Embedding, args: tuple, out: torch.Tensor) -> torch.Tensor:
-    """Forward hook: the output at ``module.padding_idx`` positions, detached (same values, no tangent)."""
-    mask = (args[0] == module.padding_idx).unsqueeze(-1)
-    return torch.where(mask, out.detach(), out)
+class _ReverseModeEmbedding(torch.overrides.TorchFunctionMode):
+    """See :meth:`FunctionalModel.reverse_mode_tangents`."""
+
+    _NAMES = ("input", "weight", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is not torch.nn.functional.embedding:
+            return out
+        bound = {**dict(zip(self._NAMES, args, strict=False)), **kwargs}
+        if bound.get("scale_grad_by_freq"):
+            raise ModelCallError(
+                "Expected forward-mode derivatives to match the backward pass, but an embedding uses "
+                "scale_grad_by_freq=True, whose backward scales by token counts that forward mode cannot know. "
+                "Use method='jacobian' or 'structured' (method='auto' does)."
+            )
+        padding = bound.get("padding_idx")
+        if padding is None:
+            return out
+        weight = bound["weight"]
+        padding = padding + weight.shape[0] if padding < 0 else padding
+        mask = (bound["input"] == padding).unsqueeze(-1)
+        return torch.where(mask, out.detach(), out)
 
 
 class FunctionalModel:
@@ -199,13 +248,14 @@ class FunctionalModel:
                 t = t.to(self.dtype)
             return t
 
-        # parameters the forward pass itself writes to (nn.Embedding(max_norm=...) renormalizes its looked-up rows
-        # in place) are copied, so a measurement never changes the user's weights
-        written = {
-            f"{prefix}.weight" if prefix else "weight"
-            for prefix, m in model.named_modules()
-            if isinstance(m, nn.Embedding) and m.max_norm is not None
+        # parameters the forward pass itself writes to (nn.Embedding / nn.EmbeddingBag with max_norm renormalize
+        # their looked-up rows in place) are copied, found by identity so that a tied name is found too
+        renormalized = {
+            id(m.weight)
+            for m in model.modules()
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None
         }
+        written = {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in renormalized}
         self.primals = {n: _const(named[n]).clone() if n in written else _const(named[n]) for n in self.names}
         self.constants = {
             n: _const(p).clone() if n in written else _const(p) for n, p in named.items() if n not in selected
@@ -213,6 +263,11 @@ class FunctionalModel:
         # Buffers are copied: a forward pass that writes to a buffer writes to the copy.
         self.constants.update({n: _const(b).clone() for n, b in model.named_buffers()})
         self.num_params = sum(p.numel() for p in self.primals.values())
+        self._protected = {
+            ptr: n
+            for n, p in model.named_parameters()
+            if n not in written and (ptr := _storage(p.detach())) is not None and p.numel()
+        }
 
     # ------------------------------------------------------------------ evaluation
     def __call__(self, primals: dict[str, torch.Tensor], x: _inputs.Batch) -> torch.Tensor:
@@ -254,7 +309,7 @@ class FunctionalModel:
         from torch.utils.flop_counter import FlopCounterMode
 
         one = _inputs.take(x, slice(0, 1))
-        counter = _ActivationCounter()
+        counter = _ActivationCounter(self._protected)
         flops = 0.0
         try:
             with torch.no_grad():
@@ -262,13 +317,13 @@ class FunctionalModel:
                     with FlopCounterMode(display=False) as fc, counter:
                         out1 = self(self.primals, one)
                     flops = float(fc.get_total_flops())
-                except ModelOutputError:
+                except (ModelOutputError, _InPlaceWriteError):
                     raise
                 except Exception:  # noqa: BLE001 - profiling is best effort; the real call follows
-                    out1 = self(self.primals, one)
+                    out1 = self._guarded_call(one)
                     counter.count = 0
                 outn = self(self.primals, _inputs.take(x, slice(0, min(n, 2))))
-        except ModelOutputError:
+        except (ModelOutputError, _InPlaceWriteError):
             raise
         except Exception as err:
             raise ModelCallError(
@@ -295,6 +350,16 @@ class FunctionalModel:
             flops_per_example=flops,
             activations_per_example=float(counter.count),
         )
+
+    def _guarded_call(self, x: _inputs.Batch) -> torch.Tensor:
+        """The model on ``x`` with in-place writes to its parameters refused (without the FLOP counter)."""
+        try:
+            with _ActivationCounter(self._protected):
+                return self(self.primals, x)
+        except (ModelOutputError, _InPlaceWriteError):
+            raise
+        except Exception:  # noqa: BLE001 - the dispatch mode itself may not support the model: run it plainly
+            return self(self.primals, x)
 
     def _check_independent(self, out1: torch.Tensor, out2: torch.Tensor, name: str) -> None:
         """``f(x[:2])[0] == f(x[:1])[0]``: the first dimension indexes independent examples."""
@@ -331,22 +396,16 @@ class FunctionalModel:
     def reverse_mode_tangents(self) -> Iterator[None]:
         """Forward-mode derivatives (``jvp``) that agree with reverse mode where PyTorch's backward deviates.
 
-        ``nn.Embedding(padding_idx=p)`` reads row ``p`` in its forward pass, but its backward gives that row
-        no gradient (training never updates it through the embedding). A ``jvp`` would differentiate the
-        read, so a kernel built from a ``vjp`` and a ``jvp`` mixes two Jacobians, which is wrong when the
-        weight is shared (a tied output layer). Inside this context the padding positions' outputs carry no
-        tangent; values are unchanged. The hooks are removed on exit.
+        ``F.embedding(..., padding_idx=p)`` (and so ``nn.Embedding``) reads row ``p`` in its forward pass, but its
+        backward gives that row no gradient (training never updates it through the embedding). A ``jvp`` would
+        differentiate the read, so a kernel built from a ``vjp`` and a ``jvp`` mixes two Jacobians, which is wrong
+        when the weight is shared (a tied output layer). Inside this context every embedding lookup, by module or
+        by function, positionally or by keyword, gives the padding positions no tangent; values are unchanged.
+        ``scale_grad_by_freq=True`` scales the backward by token counts that forward mode cannot know: it raises
+        :class:`~ntkmonitor.ModelCallError` (``method="auto"`` then uses a reverse-mode method).
         """
-        handles = [
-            m.register_forward_hook(_padding_without_tangent)
-            for m in self.model.modules()
-            if isinstance(m, nn.Embedding) and m.padding_idx is not None
-        ]
-        try:
+        with _ReverseModeEmbedding():
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:

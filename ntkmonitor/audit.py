@@ -447,8 +447,12 @@ def _as_data_tensor(value: Any, key: str) -> torch.Tensor:
             )
             raise UsageError(f"--data: {key!r} holds {what}; expected real numbers (features, targets or labels).")
         value = torch.as_tensor(array)
+    if value.layout != torch.strided or value.is_nested:
+        raise UsageError(f"--data: {key!r} is a {value.layout} tensor; expected a dense one. Save it with .to_dense().")
     if value.is_complex():
         raise UsageError(f"--data: {key!r} holds complex numbers ({value.dtype}); expected real numbers.")
+    if value.shape[0] == 0:
+        raise UsageError(f"--data: {key!r} has no rows; expected one row per example.")
     if value.ndim == 0:
         raise UsageError(f"--data: {key!r} is a single number; expected one row per example.")
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):

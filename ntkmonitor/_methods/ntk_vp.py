@@ -20,6 +20,11 @@ _EFFICIENCY_PENALTY = 2.5
 """``jvp``/``vjp`` run at a lower FLOP rate than one matrix product; ``auto`` weights them by this."""
 
 
+_SLACK = 1.6
+"""Measured peak / counted bytes of a block (the allocator's rounding, the finiteness masks, autograd's saved
+tensors): blocks are planned with this margin so that the peak stays within the budget."""
+
+
 def _block_bytes(request: KernelRequest, c: int, q: int, r: int) -> float:
     """Bytes held for one block: ``c`` examples of ``x2``, ``q`` outputs, ``r`` rows of ``x1`` per ``jvp``.
 
@@ -29,7 +34,7 @@ def _block_bytes(request: KernelRequest, c: int, q: int, r: int) -> float:
     """
     k, P = request.k, request.fmodel.num_params
     acts = max(request.profile.activations_per_example, float(k))
-    return (c * q * (P + c * (k + acts) + 2 * r * acts) + c * acts) * request.itemsize
+    return _SLACK * (c * q * (P + c * (k + acts) + 2 * r * acts) + c * acts) * request.itemsize
 
 
 def _largest(fits, hi: int) -> int:  # noqa: ANN001 - a predicate on ints
