@@ -714,3 +714,34 @@ def test_max_norm_weights_are_found_by_identity_and_never_renormalized_in_place(
             pass  # the tied head makes examples interact through renormalization: a clear refusal is fine
     for name, p in model.named_parameters():
         assert torch.equal(p.detach(), before[name]), name
+
+
+# --------------------------------------------------------------------------- configure once, call many times
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["mlp", "transformer", "cnn_bn_dropout", "dict_input"])
+def test_empirical_ntk_fn_equals_empirical_ntk(kind, mode):
+    model, x1, x2, output_fn, params = models.make(kind)
+    ntk = ntkmonitor.empirical_ntk_fn(model, mode=mode, params=params, output_fn=output_fn, dtype=torch.float64)
+    for first, second in ((x1, None), (x1, x2), (x2, x1)):  # two input sizes: one profile per layout
+        expected = empirical_ntk(
+            model, first, second, mode=mode, params=params, output_fn=output_fn, dtype=torch.float64
+        )
+        assert torch.equal(ntk(first, second), expected)
+
+
+def test_empirical_ntk_fn_follows_in_place_parameter_updates_and_load_state_dict():
+    torch.manual_seed(0)
+    model, x = models.mlp(), torch.randn(6, 6)
+    ntk = ntkmonitor.empirical_ntk_fn(model, dtype=torch.float64)
+    before = ntk(x)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(x).pow(2).sum().backward()
+    optimizer.step()  # in place
+    after = ntk(x)
+    assert not torch.allclose(after, before)
+    assert rel_err(after, reference.kernel(model, x)) <= KERNEL_RTOL[torch.float64]
+    fresh = models.mlp()
+    model.load_state_dict(fresh.state_dict())
+    assert rel_err(ntk(x), reference.kernel(fresh, x)) <= KERNEL_RTOL[torch.float64]
+    model[0].weight = nn.Parameter(torch.randn_like(model[0].weight))  # a replaced parameter is read too
+    assert rel_err(ntk(x), reference.kernel(model, x)) <= KERNEL_RTOL[torch.float64]
