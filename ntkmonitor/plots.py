@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InputError
-from .record import Snapshot
+from .record import Snapshot, format_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -154,10 +154,6 @@ def _reference_levels(ax: Axes, levels: tuple[float, ...]) -> None:
     ax.hlines(levels, 0, 1, transform=ax.get_yaxis_transform(), colors="0.5", linewidths=0.8, zorder=1)
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.3g}"
-
-
 # ---------------------------------------------------------------------------------------------------- figures
 def spectrum_figure(
     eigenvalues: Any,
@@ -233,7 +229,7 @@ def spectrum_figure(
             total = float(np.nansum(power[np.isfinite(power)]))
             top = min(10, power.size)
             share = float(np.nansum(power[:top])) / total if total > 0 else math.nan
-            ax.set_title(f"{title}\n(top {top} modes carry {_fmt(100 * share)}% of the target's power)")
+            ax.set_title(f"{title}\n(top {top} modes carry {format_number(100 * share, 3)}% of the target's power)")
         else:
             ax.set_title(title)
         twin.set_ylabel(r"target power per mode $v_i^2$", color=_PRED_INIT)
