@@ -157,6 +157,17 @@ class AuditRun:
     tracker: NTKTracker
 
 
+def _call_user(fn: Any, flag: str, what: str, returns: str) -> Any:
+    """``fn()`` of the user's code; an exception there becomes one line naming the flag."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - the user's code failed: say so on one line
+        reason = " ".join(str(err).split())[:200]
+        raise UsageError(
+            f"{flag}: {what} raised {type(err).__name__}: {reason}. Fix it (it is called with no arguments; {returns})."
+        ) from None
+
+
 def _as_step(value: Any, path: str) -> int | None:
     """A checkpoint's recorded step as an int (``None`` when absent), or a one-line error naming the file."""
     if value is None:
@@ -319,13 +330,7 @@ def _build_model(args: AuditSettings, first: tuple | None) -> nn.Module:
         factory = _import_object(args.model, "--model")
         if not callable(factory):
             raise UsageError(f"--model: {args.model!r} is not callable. Point it to a function returning an nn.Module.")
-        try:
-            model = factory()
-        except Exception as err:  # noqa: BLE001 - the user's factory failed: say so on one line
-            raise UsageError(
-                f"--model: the factory {args.model} raised {type(err).__name__}: {' '.join(str(err).split())[:200]}. "
-                "It is called with no arguments and must return an nn.Module."
-            ) from None
+        model = _call_user(factory, "--model", f"the factory {args.model}", "it must return an nn.Module")
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model: expected the factory to return an nn.Module, but got {type(model).__name__}.")
     return model
@@ -474,13 +479,7 @@ def _load_data(spec: str) -> dict[str, torch.Tensor]:
         loader = _import_object(spec, "--data")
         if not callable(loader):
             raise UsageError(f"--data: {spec!r} is not callable. Point it to a function returning (x, y).")
-        try:
-            data = loader()
-        except Exception as err:  # noqa: BLE001 - the user's loader failed: say so on one line
-            raise UsageError(
-                f"--data: the loader {spec} raised {type(err).__name__}: {' '.join(str(err).split())[:200]}. Fix "
-                "the function (it is called with no arguments and returns x, y)."
-            ) from None
+        data = _call_user(loader, "--data", f"the loader {spec}", "it returns x, y")
     elif Path(spec).is_dir():
         raise UsageError(f"--data: {spec!r} is a directory. Pass a .pt or .npz file inside it, or MODULE:FUNCTION.")
     else:

@@ -43,6 +43,8 @@ __all__ = [
     "to_json",
     "from_json",
     "format_number",
+    "format_count",
+    "as_float",
 ]
 
 
@@ -240,8 +242,13 @@ def to_json(value: Any, where: str = "value") -> Any:
 _TEXT_FIELDS = ("verdict", "prediction_note", "prediction_regime")
 
 
-def _number(value: Any) -> float:
-    """A float; ``nan`` for ``None``, booleans and anything that is not a number."""
+def as_float(value: Any) -> float:
+    """A float; ``nan`` for ``None``, booleans and anything that is not a number.
+
+    Example:
+        >>> as_float("0.5"), as_float(None), as_float("far")
+        (0.5, nan, nan)
+    """
     if value is None or isinstance(value, bool):
         return math.nan
     try:
@@ -270,6 +277,17 @@ def from_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: from_json(v) for k, v in value.items()}
     return value
+
+
+def format_count(value: Any) -> str:
+    """A whole number with thousands separators; ``n/a`` where undefined.
+
+    Example:
+        >>> format_count(12345.0), format_count(None)
+        ('12,345', 'n/a')
+    """
+    number = as_float(value)
+    return f"{int(number):,}" if math.isfinite(number) else "n/a"
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -445,16 +463,16 @@ class Snapshot:
             if f.name in _TEXT_FIELDS:
                 values[f.name] = "" if value is None else str(value)
             elif f.name in ("step", "epoch", "suggested_probe_size"):
-                number = _number(value)
+                number = as_float(value)
                 values[f.name] = int(number) if math.isfinite(number) else (None if f.name == "epoch" else 0)
             elif f.name == "mode_indices":
-                values[f.name] = [int(v) for v in map(_number, _items(value)) if math.isfinite(v)]
+                values[f.name] = [int(v) for v in map(as_float, _items(value)) if math.isfinite(v)]
             elif f.name == "parameter_change_per_tensor":
-                values[f.name] = {str(k): _number(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+                values[f.name] = {str(k): as_float(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
             elif isinstance(f.default, float):
-                values[f.name] = _number(value)
+                values[f.name] = as_float(value)
             else:
-                values[f.name] = [_number(v) for v in _items(value)]
+                values[f.name] = [as_float(v) for v in _items(value)]
         values.setdefault("step", 0)
         return cls(**values)
 

@@ -41,7 +41,7 @@ from typing import Any
 from . import plots
 from ._files import write_text_atomic
 from .errors import InputError, NTKMonitorWarning
-from .record import Verdict, format_number
+from .record import Verdict, format_count, format_number
 from .results import AuditResult, TimelineEntry
 from .summary import SUMMARY_WIDTH, format_summary
 
@@ -146,15 +146,6 @@ footer { margin-top: 3em; color: #57606a; font-size: 0.85em; }
 # ---------------------------------------------------------------------------------------------------- values
 def _num(value: Any, digits: int = 4) -> str:
     return format_number(value, digits)
-
-
-def _count(value: Any) -> str:
-    """An integer with thousands separators, ``n/a`` where undefined."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{int(number):,}" if math.isfinite(number) else "n/a"
 
 
 def _e(value: Any) -> str:
@@ -326,7 +317,7 @@ def _interval(r: AuditResult, name: str, digits: int) -> str:
 def _summary(r: AuditResult) -> str:
     model, probe, options, spectrum, curve = r.model, r.probe, r.options, r.spectrum0, r.learning_curve
     rows: list[tuple[str, str]] = []
-    details = [f"{_count(model.num_params)} parameters", f"{_count(model.num_outputs)} output(s)"]
+    details = [f"{format_count(model.num_params)} parameters", f"{format_count(model.num_outputs)} output(s)"]
     if model.device:
         details.append(f"on {_e(model.device)}")
     if model.kernel_method:
@@ -343,14 +334,14 @@ def _summary(r: AuditResult) -> str:
         overlap_text = " (held out: no overlap with the training data)"
     else:
         overlap_text = ""
-    rows.append(("Probe", f"{_count(probe.size)} points{source}{overlap_text}"))
-    rows.append(("Training-set size n", _count(probe.train_size)))
+    rows.append(("Probe", f"{format_count(probe.size)} points{source}{overlap_text}"))
+    rows.append(("Training-set size n", format_count(probe.train_size)))
     selected = ", ".join(f"<code>{_e(p)}</code>" for p in options.params) if options.params else "all parameters"
     rows.append(
         (
             "Kernel",
-            f"{_e(options.mode) if options.mode else 'n/a'} mode over {selected}; top {_count(options.top_k)} modes "
-            "reported",
+            f"{_e(options.mode) if options.mode else 'n/a'} mode over {selected}; "
+            f"top {format_count(options.top_k)} modes reported",
         )
     )
     rows.append(("Ridge of the predictions", _num(options.ridge if math.isfinite(options.ridge) else curve.ridge)))
@@ -416,14 +407,14 @@ def _summary(r: AuditResult) -> str:
         value = "n/a (the learning curve does not reach the training-set size)"
     if curve.note:
         value += f' <span class="muted">({_e(curve.note)})</span>'
-    rows.append((f"Predicted learnability at n = {_count(probe.train_size)}", value))
+    rows.append((f"Predicted learnability at n = {format_count(probe.train_size)}", value))
     distance = r.weight_distance
     if distance is not None and distance.measured:
         rows.append(
             (
                 "Distance travelled &Vert;&theta;<sub>t</sub> &minus; &theta;<sub>0</sub>&Vert;",
                 f"predicted {_num(distance.predicted, 3)} (linearized network trained to convergence on the "
-                f"{_count(distance.n)} training points) vs measured {_num(distance.measured[-1], 3)} "
+                f"{format_count(distance.n)} training points) vs measured {_num(distance.measured[-1], 3)} "
                 f"at the last checkpoint <span class='muted'>(a lazy network travels the predicted distance)</span>",
             )
         )
@@ -435,7 +426,7 @@ def _summary(r: AuditResult) -> str:
             (
                 "Theory self-check on the probe",
                 f"kernel regression on random subsets of the probe (m = "
-                f"{', '.join(_count(m) for m in check.sizes)}) vs the prediction: learnability gap "
+                f"{', '.join(format_count(m) for m in check.sizes)}) vs the prediction: learnability gap "
                 f"{_num(check.learnability_gap, 3)}, test-MSE ratio {_num(check.mse_ratio, 3)}, "
                 f"{_num(100 * check.coverage, 3)} % of sizes inside the interval",
             )
@@ -658,7 +649,8 @@ def _details(r: AuditResult) -> str:
     if curve.n:
         columns = [curve.learnability, curve.test_mse, curve.kappa]
         rows = [
-            [_count(n)] + [_num(col[i], 4) if i < len(col) else "n/a" for col in columns] for i, n in enumerate(curve.n)
+            [format_count(n)] + [_num(col[i], 4) if i < len(col) else "n/a" for col in columns]
+            for i, n in enumerate(curve.n)
         ]
         grid = _grid(["n", "learnability", "test MSE", "κ"], rows, numeric={0, 1, 2, 3})
         parts.append(f"<details><summary>Learning curve values</summary>{grid}</details>")

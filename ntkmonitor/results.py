@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .record import DriftThresholds, Snapshot, Verdict, to_json
+from .record import DriftThresholds, Snapshot, Verdict, as_float, to_json
 
 __all__ = [
     "AuditResult",
@@ -40,18 +40,8 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------- coercion
-def _float(value: Any) -> float:
-    """A float; ``nan`` for ``None`` or anything that is not a number."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _int(value: Any) -> int | None:
-    number = _float(value)
+    number = as_float(value)
     return int(number) if math.isfinite(number) else None
 
 
@@ -67,7 +57,7 @@ def _floats(value: Any) -> list[float]:
     if hasattr(value, "tolist"):  # numpy arrays, tensors
         value = value.tolist()
     items = value if isinstance(value, Sequence) and not isinstance(value, str) else []
-    return [_float(v) for v in items]
+    return [as_float(v) for v in items]
 
 
 def _ints(value: Any) -> list[int]:
@@ -170,7 +160,7 @@ class AnalysisInfo:
         d = _map(data)
         params = d.get("params")
         return cls(
-            _float(d.get("ridge")), _str(d.get("mode")), _strings(params) if params else None, _int(d.get("top_k"))
+            as_float(d.get("ridge")), _str(d.get("mode")), _strings(params) if params else None, _int(d.get("top_k"))
         )
 
 
@@ -206,12 +196,12 @@ class ReferenceSpectrum:
         """Coerce a loose dict (every key optional)."""
         d = _map(data)
         fit = _map(d.get("power_law"))
-        law = PowerLaw(_float(fit.get("c")), _float(fit.get("alpha")), _float(fit.get("r2"))) if fit else None
+        law = PowerLaw(as_float(fit.get("c")), as_float(fit.get("alpha")), as_float(fit.get("r2"))) if fit else None
         return cls(
             _floats(d.get("eigenvalues")),
             _floats(d.get("target_power")),
-            _float(d.get("effective_rank")),
-            _float(d.get("participation_ratio")),
+            as_float(d.get("effective_rank")),
+            as_float(d.get("participation_ratio")),
             law,
         )
 
@@ -282,8 +272,8 @@ class LearningCurve:
             n=_ints(d.get("n")),
             **lists,
             regime=_strings(d.get("regime")),
-            ridge=_float(d.get("ridge")),
-            reach=_float(d.get("reach")),
+            ridge=as_float(d.get("ridge")),
+            reach=as_float(d.get("reach")),
             at_train_size=dict(_map(d.get("at_train_size"))),
             note=_str(d.get("note")),
         )
@@ -299,7 +289,7 @@ class LearningCurve:
         Returns ``(learnability, test_mse, how)`` with ``how`` ``"exact"``, ``"interpolated"`` or ``""`` (not
         available). This reads the plotted curve; its own points are the predictions.
         """
-        target = _float(n)
+        target = as_float(n)
         if (
             not math.isfinite(target)
             or target <= 0
@@ -361,7 +351,7 @@ class SelfCheckCurve:
             return None
         names = [f.name for f in dataclasses.fields(cls)]
         curves = {n: _floats(d.get(n)) for n in names[1:9]}
-        return cls(sizes=_ints(d.get("sizes")), **curves, **{n: _float(d.get(n)) for n in names[9:]})
+        return cls(sizes=_ints(d.get("sizes")), **curves, **{n: as_float(d.get(n)) for n in names[9:]})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,11 +381,11 @@ class WeightDistance:
         if not d:
             return None
         return cls(
-            _float(d.get("predicted")),
+            as_float(d.get("predicted")),
             _floats(d.get("measured")),
             _strings(d.get("labels")),
             _int(d.get("n")),
-            _float(d.get("ridge")),
+            as_float(d.get("ridge")),
             _str(d.get("note")),
         )
 
@@ -487,7 +477,7 @@ class AuditResult:
         except (TypeError, ValueError):
             limits = DriftThresholds()
         full = _map(data.get("full_kernel"))
-        fraction = _float(full.get("offdiagonal_fraction")) if full else math.nan
+        fraction = as_float(full.get("offdiagonal_fraction")) if full else math.nan
         return cls(
             kind=kind,
             command=_str(data.get("command")),

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InputError
-from .record import Snapshot, format_number
+from .record import Snapshot, format_count, format_number
 from .results import AuditResult, LearningCurve, TimelineEntry
 
 __all__ = ["format_summary", "text_summary", "SUMMARY_WIDTH"]
@@ -45,14 +45,6 @@ _ROW_FIELDS = (
     "learnability_actual",
     "learnability_predicted_init",
 )
-
-
-def _count(value: Any) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{int(number):,}" if math.isfinite(number) else "n/a"
 
 
 def _clip(line: str, width: int = SUMMARY_WIDTH) -> str:
@@ -110,15 +102,16 @@ def format_summary(result: AuditResult | Mapping[str, Any]) -> str:
     lines.append(head)
     if model.spec or model.num_params is not None:
         lines.append(
-            f"  model     {model.spec or 'n/a'} ({_count(model.num_params)} params, {_count(model.num_outputs)} "
-            f"outputs, {model.device or 'n/a'}, kernel {model.kernel_method or 'n/a'})"
+            f"  model     {model.spec or 'n/a'} ({format_count(model.num_params)} params, "
+            f"{format_count(model.num_outputs)} outputs, {model.device or 'n/a'}, "
+            f"kernel {model.kernel_method or 'n/a'})"
         )
     if probe.size is not None or probe.train_size is not None:
         overlap = "  OVERLAPS TRAINING DATA" if probe.overlaps_training_data is True else ""
         source = f" from {probe.source}" if probe.source else ""
         ridge = r.options.ridge if math.isfinite(r.options.ridge) else curve.ridge
         lines.append(
-            f"  probe     {_count(probe.size)} points{source}; n = {_count(probe.train_size)}; "
+            f"  probe     {format_count(probe.size)} points{source}; n = {format_count(probe.train_size)}; "
             f"ridge {format_number(ridge)}; mode {r.options.mode or 'n/a'}{overlap}"
         )
     spectrum = r.spectrum0
@@ -135,7 +128,7 @@ def format_summary(result: AuditResult | Mapping[str, Any]) -> str:
     if how:
         approx = " (interpolated)" if how == "interpolated" else ""
         lines.append(
-            f"  predicted at n = {_count(probe.train_size)}: learnability {format_number(learn, 3)}"
+            f"  predicted at n = {format_count(probe.train_size)}: learnability {format_number(learn, 3)}"
             f"{_interval(curve, 'learnability')}, test MSE {format_number(mse, 3)}"
             f"{_interval(curve, 'test_mse')}{approx}"
         )
