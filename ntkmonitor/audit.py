@@ -509,7 +509,7 @@ def _probe(data: dict[str, torch.Tensor], size: int, seed: int) -> tuple[torch.T
             f"--data: '{key}' has {x.shape[0]} row(s), but a probe needs at least 3 points (--probe-size is at least "
             "3). Provide more held-out points."
         )
-    where = "x_probe" if key == "x_probe" else "drawn from x"
+    where = "x_probe" if key == "x_probe" else "x, the training data"
     return x[index], y[index], f"{where} ({index.numel()} of {x.shape[0]} points)", key == "x"
 
 
