@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         + ", ".join(f"k={k}: {r:.3f}" for k, r in ratios.items())
     )
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {out / 'boolean_hypercube.png'}, {out / 'results.json'}; tensorboard --logdir {out / 'tensorboard'}")
+    board = shlex.join([sys.executable, "-m", "tensorboard.main", "--logdir", str(out / "tensorboard")])
+    print(f"wrote {out / 'boolean_hypercube.png'}, {out / 'results.json'}; see them with: {board}")
     print(f"total {results['seconds']:.0f} s")
     return results
 

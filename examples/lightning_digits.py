@@ -3,7 +3,7 @@
 Run:
     python examples/lightning_digits.py                 # 1-4 min on 2 CPU cores, depending on their load
     python examples/lightning_digits.py --quick         # seconds (smoke test)
-    tensorboard --logdir ntk_runs/digits                # overlays the two runs
+    python -m tensorboard.main --logdir ntk_runs/digits # overlays the two runs
 
 **Data.** ``sklearn.datasets.load_digits()``: 1797 8x8 grey-level images of the digits 0-9, bundled with
 scikit-learn (nothing is downloaded). A fixed stratified split (``random_state=0``) keeps 360 images for
@@ -72,6 +72,8 @@ import argparse
 import copy
 import json
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     print()
     print_table(rows)
     print(f"\nFigure: {out / 'digits_lazy_vs_rich.png'}; numbers: {out / 'summary.json'}")
-    print(f"See both runs in TensorBoard:\n  tensorboard --logdir {out.resolve()}")
+    command = shlex.join([sys.executable, "-m", "tensorboard.main", "--logdir", str(out.resolve())])
+    print(f"See both runs in TensorBoard:\n  {command}")
     return rows
 
 

@@ -1,9 +1,9 @@
 """Lightning quickstart: train an MLP with ``NTKMonitor`` and watch it in TensorBoard.
 
 Run:
-    python examples/lightning_quickstart.py                 # about 40 s on 2 CPU cores
+    python examples/lightning_quickstart.py                 # under a minute on 2 CPU cores
     python examples/lightning_quickstart.py --quick         # seconds (smoke test)
-    tensorboard --logdir ntk_runs                           # then open the printed URL
+    python -m tensorboard.main --logdir ntk_runs            # then open the printed URL
 
 A student MLP learns a random teacher network (regression, 1 output) on synthetic 16-d data with
 plain SGD. The callback draws a probe from the validation set (256 points, more if the kernel is cheap),
@@ -15,6 +15,9 @@ lazy regime and predicted vs actual learnability, each prediction with its 90 % 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +56,32 @@ class Regressor(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+class Progress(pl.Callback):
+    """Prints a line every tenth of the training: epoch, training loss, NTK measurements so far, latest verdict."""
+
+    def __init__(self, monitor: ntkmonitor.NTKMonitor | None, epochs: int) -> None:
+        self.monitor, self.epochs, self.every = monitor, epochs, max(1, epochs // 10)
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every and epoch != self.epochs:
+            return
+        loss = trainer.callback_metrics.get("train_loss")
+        history = self.monitor.history if self.monitor is not None else []
+        ntk = f", {len(history)} NTK measurements, verdict {history[-1].verdict}" if history else ""
+        loss_text = f", train loss {float(loss):.4f}" if loss is not None else ""
+        elapsed = time.perf_counter() - self.start
+        print(f"  epoch {epoch:>4}/{self.epochs} ({elapsed:5.1f} s){loss_text}{ntk}", flush=True)
+
+
+def runnable(*args: str) -> str:
+    """A command line that runs as printed: this Python (relative to here when inside), then ``args``."""
+    python = os.path.relpath(sys.executable)
+    python = python if not python.startswith("..") else sys.executable
+    return shlex.join([python, *args])
+
+
 def make_net(width: int = 512, d: int = 16) -> nn.Module:
     """The regressor's network alone: the factory for ``ntkmonitor audit --model ...:make_net``."""
     return Regressor(width=width, d=d).net
@@ -78,6 +107,7 @@ def train(
     seed: int = 0,
     n_train: int = 2048,
     save_for_audit: bool = False,
+    progress: bool = False,
 ) -> tuple[Regressor, pl.Trainer]:
     """Train the regressor (with ``monitor`` if given); logs to TensorBoard under ``out`` if given.
 
@@ -97,7 +127,7 @@ def train(
         accelerator="cpu",
         max_epochs=epochs,
         logger=logger,
-        callbacks=[monitor] if monitor is not None else [],
+        callbacks=([monitor] if monitor is not None else []) + ([Progress(monitor, epochs)] if progress else []),
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -123,15 +153,23 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args(argv)
     width, epochs, n_train = (args.width, args.epochs, 2048) if not args.quick else (64, 2, 256)
-
+    if "OMP_NUM_THREADS" not in os.environ:
+        # a small model on a few shared cores: one thread is several times faster than torch's default pool
+        torch.set_num_threads(1)
     monitor = ntkmonitor.NTKMonitor(lr="auto", loss="mse")
+    print(f"training a width-{width} MLP for {epochs} epochs with NTKMonitor ({torch.get_num_threads()} thread(s))")
     start = time.perf_counter()
-    train(width=width, epochs=epochs, monitor=monitor, out=args.out, n_train=n_train, save_for_audit=True)
+    train(
+        width=width, epochs=epochs, monitor=monitor, out=args.out, n_train=n_train, save_for_audit=True, progress=True
+    )
     seconds = time.perf_counter() - start
     last = monitor.history[-1]
     measured = sum(s.seconds for s in monitor.history)
     print(f"trained width {width} for {epochs} epochs in {seconds:.1f} s; {len(monitor.history)} NTK measurements")
-    print(f"  measurements took {measured:.1f} s ({100 * measured / seconds:.1f}% of the run)")
+    print(
+        f"  measurements took {measured:.1f} s ({100 * measured / seconds:.1f}% of the run), figures "
+        f"{monitor.figure_seconds:.1f} s ({100 * monitor.figure_seconds / seconds:.1f}%)"
+    )
     print(f"  verdict at step {last.step}: {last.verdict} (kernel distance {last.kernel_distance:.3g})")
     print(
         f"  learnability on the {monitor.tracker.M}-point probe: actual {last.learnability_actual:.3f}; predicted "
@@ -144,12 +182,24 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
         f"[{last.test_mse_predicted_init_lower:.4f}, {last.test_mse_predicted_init_upper:.4f}] (90 % interval)"
     )
     print(f"  how: {last.prediction_note}")
-    print(f"\nSee it in TensorBoard:\n  tensorboard --logdir {Path(args.out).resolve()}")
-    print(
-        f"Audit the saved checkpoints without training:\n  ntkmonitor audit --model examples/lightning_quickstart.py:"
-        f"make_net --checkpoint {args.out}/init.pt --checkpoint {args.out}/final.pt --data {args.out}/data.pt "
-        f"--out ntk_audit"
-    )
+    tensorboard = runnable("-m", "tensorboard.main", "--logdir", args.out)
+    print(f"\nSee it in TensorBoard (then open http://localhost:6006):\n  {tensorboard}")
+    audit = [
+        "-m",
+        "ntkmonitor",
+        "audit",
+        "--model",
+        "examples/lightning_quickstart.py:make_net",
+        "--checkpoint",
+        f"{args.out}/init.pt",
+        "--checkpoint",
+        f"{args.out}/final.pt",
+        "--data",
+        f"{args.out}/data.pt",
+        "--out",
+        "ntk_audit",
+    ]
+    print(f"Audit the saved checkpoints without training:\n  {runnable(*audit)}")
     return monitor
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import tempfile
@@ -60,6 +61,9 @@ __all__ = [
     "DEFAULT_MAX_PROBE_SIZE",
     "DEFAULT_PROBE_SECONDS",
     "DEFAULT_MAX_OVERHEAD",
+    "DEFAULT_MIN_MEASUREMENTS",
+    "DEFAULT_MAX_MEASUREMENTS",
+    "SCHEDULE_WARM_UP",
 ]
 
 DEFAULT_PROBE_SIZE = 256
@@ -70,6 +74,18 @@ DEFAULT_MAX_PROBE_SIZE = 2048
 
 DEFAULT_PROBE_SECONDS = 0.25
 """With ``probe_size="auto"``, the estimated wall time of one measurement that the probe may grow to."""
+
+DEFAULT_FIGURES_SECONDS = 60.0
+"""After the first measurements, TensorBoard figures are drawn again once this many seconds have passed."""
+
+DEFAULT_MIN_MEASUREMENTS = 8
+"""The default schedule measures at least this many times (besides the reference and the last step)."""
+
+DEFAULT_MAX_MEASUREMENTS = 50
+"""The default schedule measures at most this many times."""
+
+SCHEDULE_WARM_UP = 20
+"""Training steps (at most 2 % of training) timed before the default schedule is decided."""
 
 DEFAULT_MAX_OVERHEAD = 0.04
 """With ``every_n_steps=None`` the callback's time (reference, measurements with their logging) is kept within
@@ -133,7 +149,10 @@ class _NTKMonitorLogic:
         train_size: int | None = None,
         every_n_steps: int | None = None,
         max_overhead: float = DEFAULT_MAX_OVERHEAD,
-        figures_every: int = 10,
+        min_measurements: int = DEFAULT_MIN_MEASUREMENTS,
+        max_measurements: int = DEFAULT_MAX_MEASUREMENTS,
+        figures_every: int | None = None,
+        figures_seconds: float = DEFAULT_FIGURES_SECONDS,
         batch_to_xy: Callable[[Any], tuple[Any, torch.Tensor]] | None = None,
         module: str | None = None,
         method: str = "auto",
@@ -165,11 +184,19 @@ class _NTKMonitorLogic:
         if max_probe_size < DEFAULT_PROBE_SIZE:
             raise InputError(f"Expected max_probe_size >= {DEFAULT_PROBE_SIZE}, but got {max_probe_size}.")
         probe_seconds = _checks.real_number(probe_seconds, "probe_seconds", strict=True)
-        figures_every = _checks.positive_int(figures_every, "figures_every")
+        if figures_every is not None:
+            figures_every = _checks.positive_int(figures_every, "figures_every (or None)")
+        figures_seconds = _checks.real_number(figures_seconds, "figures_seconds")
         if every_n_steps is not None:
             every_n_steps = _checks.positive_int(every_n_steps, "every_n_steps (or None for the overhead budget)")
         if train_size is not None:
             train_size = _checks.positive_int(train_size, "train_size (or None to infer it)")
+        min_measurements = _checks.positive_int(min_measurements, "min_measurements")
+        max_measurements = _checks.positive_int(max_measurements, "max_measurements")
+        if max_measurements < min_measurements:
+            raise InputError(
+                f"Expected max_measurements >= min_measurements, but got {max_measurements} < {min_measurements}."
+            )
         if not (isinstance(max_overhead, (int, float)) and 0 < max_overhead <= 1):
             raise InputError(f"Expected max_overhead in (0, 1], but got {max_overhead!r}.")
         # every kernel and analysis option is checked here, once: a typo fails at construction
@@ -193,7 +220,11 @@ class _NTKMonitorLogic:
         self.train_size = train_size
         self.every_n_steps = every_n_steps
         self.max_overhead = float(max_overhead)
+        self.min_measurements = min_measurements
+        self.max_measurements = max_measurements
+        self.figure_seconds = 0.0
         self.figures_every = figures_every
+        self.figures_seconds = figures_seconds
         self.batch_to_xy = batch_to_xy or _default_batch_to_xy
         self.module = module
         self.lr = lr
@@ -207,6 +238,8 @@ class _NTKMonitorLogic:
         self._measure_seconds = 0.0
         self._last_cost = 0.0
         self._train_start: float | None = None
+        self._plan: tuple[int, ...] | None = None
+        self._reference_cost = 0.0
         self._measurements_since_figures = 0
         self._sinks: list[Sink] = []
         # ddp_spawn (and ddp_fork) train in child processes, each with a copy of this object: rank 0 hands its
@@ -258,6 +291,8 @@ class _NTKMonitorLogic:
         self._train_start = time.perf_counter()
         # the reference counts towards the budget; the one-time warm-up before it does not
         self._measure_seconds = self._train_start - (self._warm_up_end or start)
+        self._reference_cost = self._measure_seconds
+        self._plan = None
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Measure when an optimizer step completes a period (gradient accumulation respected)."""
@@ -269,7 +304,7 @@ class _NTKMonitorLogic:
         if self.every_n_steps is not None:
             due = step % self.every_n_steps == 0
         else:
-            due = self._within_budget()
+            due = self._scheduled(trainer, step)
         if due:
             self._measure(trainer, pl_module, step)
 
@@ -435,6 +470,38 @@ class _NTKMonitorLogic:
                 "Pass train_size=n to NTKMonitor."
             ) from None
 
+    def _scheduled(self, trainer: Any, step: int) -> bool:
+        """The default schedule: log-spaced steps, as many as the overhead budget allows, decided once.
+
+        After a warm-up of a few steps (:data:`SCHEDULE_WARM_UP`, at most 2 % of training) the training time is
+        estimated from the time per step, and the number of measurements ``K`` is chosen so that ``K`` times the
+        reference measurement's cost is ``max_overhead`` of it, clipped to ``[min_measurements,
+        max_measurements]``; the steps are ``K`` log-spaced points from the warm-up to the last step (early
+        training, where the kernel moves fastest, is measured most densely). Without a known number of steps
+        (``max_steps=-1`` with an iterable dataset) it measures whenever the budget allows instead.
+        """
+        if self._plan is None:
+            total = getattr(trainer, "estimated_stepping_batches", math.inf)
+            total = int(total) if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else 0
+            if not total:
+                self._plan = ()
+            else:
+                warm = max(1, min(SCHEDULE_WARM_UP, total // 50))
+                if step < warm:
+                    return False
+                self._plan = self._plan_steps(step, total)
+        if not self._plan:
+            return self._within_budget()
+        return step in self._plan
+
+    def _plan_steps(self, step: int, total: int) -> tuple[int, ...]:
+        elapsed = max(time.perf_counter() - (self._train_start or time.perf_counter()) - self._measure_seconds, 1e-9)
+        cost = max(self._reference_cost, 1e-6)
+        budget = self.max_overhead * elapsed / step * total
+        count = int(min(max(budget // cost, self.min_measurements), self.max_measurements))
+        grid = np.unique(np.round(np.geomspace(step, total, count)).astype(int))
+        return tuple(int(s) for s in grid)
+
     def _within_budget(self) -> bool:
         """Whether one more measurement fits within ``max_overhead`` of the training time so far.
 
@@ -453,9 +520,13 @@ class _NTKMonitorLogic:
         with torch.inference_mode(False), torch.enable_grad():
             return fn()
 
+    def _figure_seconds_total(self) -> float:
+        return sum(getattr(sink, "figure_seconds", 0.0) for sink in self._sinks)
+
     def _measure(self, trainer: Any, pl_module: Any, step: int, final: bool = False) -> None:
         self._last_step = step
         start = time.perf_counter()
+        figures_before = self._figure_seconds_total()
         try:
             snap = self._guard(
                 trainer,
@@ -464,9 +535,11 @@ class _NTKMonitorLogic:
             )
             if snap is not None:
                 self._log(trainer, snap, final=final)
-        finally:  # the overhead budget counts measurement and logging (figures)
-            self._last_cost = time.perf_counter() - start
+        finally:  # the budget counts measurement and logging; figures are capped by their own cadence
+            figures = self._figure_seconds_total() - figures_before
+            self._last_cost = time.perf_counter() - start - figures
             self._measure_seconds += self._last_cost
+            self.figure_seconds += figures
 
     def _make_sinks(self, trainer: Any) -> list[Sink]:
         sinks: list[Sink] = []
@@ -475,7 +548,9 @@ class _NTKMonitorLogic:
             if writer is not None and hasattr(writer, "add_custom_scalars"):
                 from .tensorboard import TensorBoardSink
 
-                sinks.append(TensorBoardSink(writer, figures_every=self.figures_every))
+                sinks.append(
+                    TensorBoardSink(writer, figures_every=self.figures_every, figures_seconds=self.figures_seconds)
+                )
             else:
                 sinks.append(MetricsSink(logger))
         return sinks
@@ -536,11 +611,15 @@ _DOC = """Lightning callback that monitors training against NTK theory.
         probe_seconds: the ``"auto"`` time budget of one measurement (default 0.25 s), estimated from the
             256-point pilot: kernel time times ``(M/256)^2`` plus analysis time times ``(M/256)^3``.
         train_size: ``n`` for the theory; default ``len(train dataset)``.
-        every_n_steps: measure every this many optimizer steps; ``None`` (default) measures whenever the
-            callback's time so far (reference, measurements, logging) plus the estimated cost of this
-            measurement stays within ``max_overhead`` of the training time so far.
+        every_n_steps: measure every this many optimizer steps; ``None`` (default): the planned schedule, ``K``
+            log-spaced steps from the first steps to the last, ``K`` chosen once after a short warm-up so that the
+            measurements take ``max_overhead`` of the estimated training time (see ``docs/callback.md``).
         max_overhead: overhead budget of the default schedule (default 0.04).
-        figures_every: TensorBoard figures every this many measurements (and at the end).
+        min_measurements: the default schedule measures at least this many times (default 8).
+        max_measurements: and at most this many (default 50).
+        figures_every: also draw TensorBoard figures every this many measurements; ``None`` (default): by time.
+        figures_seconds: figures are drawn at the first measurement after the reference, then again once this
+            many seconds have passed (default 60), and at the end.
         batch_to_xy: maps a collated batch of dataset items to ``(x, y)``.
         module: attribute path of the network inside the LightningModule (e.g. ``"net"``); ``None`` for the
             LightningModule itself (its ``forward``).

@@ -252,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_summary(audit.result))
         print(f"\nreport: {paths['html']}\nnumbers: {paths['json']}")
         if args.command == "audit":
-            print(f"tensorboard --logdir {out / 'tensorboard'}")
+            board = shlex.join([sys.executable, "-m", "tensorboard.main", "--logdir", str(out / "tensorboard")])
+            print(f"tensorboard: {board}")
         return 0
     except UsageError as err:
         print(f"ntkmonitor {args.command}: error: {err}", file=sys.stderr)

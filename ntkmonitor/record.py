@@ -38,8 +38,16 @@ __all__ = [
     "LEARNABILITY_KEYS",
     "TEST_MSE_KEYS",
     "DRIFT_KEYS",
+    "DRIFT_DISTANCE_KEYS",
+    "DRIFT_CHANGE_KEYS",
     "INTERVAL_KEYS",
     "chart_keys",
+    "OVERLAY_RUNS",
+    "OVERLAY_LEARNABILITY",
+    "OVERLAY_TEST_MSE",
+    "OVERLAY_MODE",
+    "DESCRIPTIONS",
+    "overlays",
     "to_json",
     "from_json",
     "format_number",
@@ -181,10 +189,14 @@ LEARNABILITY_KEYS = chart_keys("ntk/learnability/", ("actual", "predicted_init",
 TEST_MSE_KEYS = chart_keys("ntk/test_mse/", ("actual", "predicted_init", "predicted_current"))
 """Test MSE, measured and predicted."""
 
-DRIFT_KEYS = chart_keys(
-    "ntk/drift/", ("kernel_distance", "relative_kernel_change", "parameter_change", "linearization_error")
-)
-"""The drift metrics charted together."""
+DRIFT_DISTANCE_KEYS = chart_keys("ntk/drift/", ("kernel_distance", "linearization_error"))
+"""The drift metrics that the verdict thresholds apply to (both between 0 and about 1)."""
+
+DRIFT_CHANGE_KEYS = chart_keys("ntk/drift/", ("relative_kernel_change", "parameter_change"))
+"""The relative changes of the kernel and of the parameters (another scale: charted apart)."""
+
+DRIFT_KEYS = DRIFT_DISTANCE_KEYS + DRIFT_CHANGE_KEYS
+"""Every drift metric the figures draw."""
 
 INTERVAL_KEYS = {
     (quantity, source): chart_keys(
@@ -194,6 +206,40 @@ INTERVAL_KEYS = {
     for source in ("init", "current")
 }
 """``(quantity, source) -> (value, lower, upper)`` keys of each prediction with its interval."""
+
+OVERLAY_RUNS = {"actual": "ntk_actual", "init": "ntk_predicted_K0", "current": "ntk_predicted_Kt"}
+"""TensorBoard runs (sub-directories of the log directory) that write the same overlay tags: measured values, and
+the predictions from the reference kernel ``K0`` and from the current kernel ``Kt``. TensorBoard colours by run,
+so every dashboard draws the three as differently coloured lines with a legend."""
+
+OVERLAY_LEARNABILITY = "ntk/overlay/learnability"
+"""Overlay tag: learnability on the probe (each run writes its own: measured, predicted from K0 or from Kt)."""
+
+OVERLAY_TEST_MSE = "ntk/overlay/log10_test_mse"
+"""Overlay tag: ``log10`` of the test MSE on the probe (a log scale, where a 30x gap is visible)."""
+
+OVERLAY_MODE = "ntk/overlay/mode_{index:02d}_learnability"
+"""Overlay tag per reported mode (0-based, reference eigenbasis): measured vs predicted from K0."""
+
+DESCRIPTIONS = {
+    OVERLAY_LEARNABILITY: (
+        "Learnability of the target on the held-out probe: measured (run ntk_actual) against the eigenlearning "
+        "prediction from the initial kernel K0 (ntk_predicted_K0) and from the current kernel Kt "
+        "(ntk_predicted_Kt). In the lazy regime the three agree."
+    ),
+    OVERLAY_TEST_MSE: (
+        "log10 of the test MSE on the probe: measured (ntk_actual) against predicted from K0 and from Kt. A gap of "
+        "1 is a factor of 10."
+    ),
+    "ntk/drift/kernel_distance": "1 - cosine similarity of the current kernel with the initial one (0 = unchanged).",
+    "ntk/drift/linearization_error": (
+        "Distance of the network from its linearization at initialization, relative to how far its outputs moved "
+        "(about 0 in the lazy regime, of order 1 when it learns features)."
+    ),
+    "ntk/drift/verdict": "0 lazy, 1 drifting, 2 feature-learning (thresholds in docs/callback.md).",
+}
+"""Descriptions shown on TensorBoard's charts (the "?" of a card) for the keys a researcher reads first."""
+
 
 MODE_KINDS = ("predicted", "actual", "relative", "predicted_lower", "predicted_upper")
 """The ``kind`` of the per-mode keys, each a list attribute ``mode_learnability_<kind>`` of :class:`Snapshot`."""
@@ -513,3 +559,29 @@ class Reference:
     thresholds: DriftThresholds = field(default_factory=lambda: DriftThresholds())
     probe_size: int = 0
     train_size: int = 0
+
+
+def overlays(snapshot: Snapshot) -> dict[str, dict[str, float]]:
+    """The overlay values of a snapshot, per run of :data:`OVERLAY_RUNS`: ``{run: {tag: value}}`` (finite only).
+
+    Example:
+        >>> overlays(Snapshot(step=1, learnability_actual=0.5, learnability_predicted_init=0.6))["ntk_actual"]
+        {'ntk/overlay/learnability': 0.5}
+    """
+    out: dict[str, dict[str, float]] = {}
+    for source, run in OVERLAY_RUNS.items():
+        suffix = "actual" if source == "actual" else f"predicted_{source}"
+        values = {
+            OVERLAY_LEARNABILITY: getattr(snapshot, f"learnability_{suffix}"),
+            OVERLAY_TEST_MSE: _log10(getattr(snapshot, f"test_mse_{suffix}")),
+        }
+        modes = {"actual": snapshot.mode_learnability_actual, "init": snapshot.mode_learnability_predicted}
+        for i, index in enumerate(snapshot.mode_indices):
+            if source in modes and i < len(modes[source]):
+                values[OVERLAY_MODE.format(index=index)] = modes[source][i]
+        out[run] = {tag: float(v) for tag, v in values.items() if math.isfinite(v)}
+    return out
+
+
+def _log10(value: float) -> float:
+    return math.log10(value) if math.isfinite(value) and value > 0 else math.nan

@@ -39,7 +39,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -50,13 +52,16 @@ import numpy as np
 
 from .errors import InputError, NTKMonitorWarning
 from .record import (
-    DRIFT_KEYS,
+    DESCRIPTIONS,
+    DRIFT_CHANGE_KEYS,
+    DRIFT_DISTANCE_KEYS,
     INTERVAL_KEYS,
-    LEARNABILITY_KEYS,
-    MODE_KEY,
-    TEST_MSE_KEYS,
+    OVERLAY_LEARNABILITY,
+    OVERLAY_MODE,
+    OVERLAY_TEST_MSE,
     Reference,
     Snapshot,
+    overlays,
 )
 from .summary import text_summary
 
@@ -74,6 +79,7 @@ __all__ = [
     "LEARNABILITY_CHART",
     "TEST_MSE_CHART",
     "DRIFT_CHART",
+    "CHANGE_CHART",
     "MODE_CHART",
     "MARGIN_CHARTS",
     "HISTOGRAM_TAG",
@@ -84,19 +90,27 @@ __all__ = [
     "DRIFT_FIGURE_TAG",
     "HEATMAP_FIGURE_TAG",
     "FIGURE_TAGS",
+    "DEFAULT_FIGURES_SECONDS",
+    "add_scalar",
 ]
+
+DEFAULT_FIGURES_SECONDS = 60.0
+"""After the first measurements, :class:`TensorBoardSink` draws figures again once this much time has passed."""
 
 LAYOUT_CATEGORY = "ntkmonitor"
 """Category of the custom-scalars charts."""
 
 LEARNABILITY_CHART = "learnability: predicted vs actual"
-"""Chart overlaying ``ntk/learnability/{actual,predicted_init,predicted_current}``."""
+"""Chart of the overlay tag ``ntk/overlay/learnability``, one line per run (measured, predicted from K0, from Kt)."""
 
-TEST_MSE_CHART = "test MSE: predicted vs actual"
-"""Chart overlaying ``ntk/test_mse/{actual,predicted_init,predicted_current}``."""
+TEST_MSE_CHART = "log10 test MSE: predicted vs actual"
+"""Chart of the overlay tag ``ntk/overlay/log10_test_mse``, one line per run."""
 
-DRIFT_CHART = "drift"
-"""Chart overlaying ``ntk/drift/{kernel_distance,relative_kernel_change,parameter_change,linearization_error}``."""
+DRIFT_CHART = "drift: kernel distance and linearization error"
+"""Chart of ``ntk/drift/kernel_distance`` and ``ntk/drift/linearization_error`` (what the verdict reads)."""
+
+CHANGE_CHART = "drift: relative kernel and parameter change"
+"""Chart of ``ntk/drift/relative_kernel_change`` and ``ntk/drift/parameter_change`` (another scale)."""
 
 MODE_CHART = "mode {index}: predicted vs actual"
 """Chart title per reported mode ``index`` (0-based), overlaying the :data:`~ntkmonitor.record.MODE_KEY` keys
@@ -169,10 +183,12 @@ def _regex(tag: str) -> str:
 def custom_scalars_layout(mode_indices: Sequence[int] = ()) -> dict[str, dict[str, list[Any]]]:
     r"""The custom-scalars layout that overlays each prediction with its measurement in one chart.
 
-    One category :data:`LAYOUT_CATEGORY` with "Multiline" charts: :data:`LEARNABILITY_CHART`,
-    :data:`TEST_MSE_CHART`, :data:`DRIFT_CHART`; the "Margin" charts of :data:`MARGIN_CHARTS` (a prediction and
-    the band of its interval); then ``"mode i: predicted vs actual"`` per mode. Multiline tags are regexes
-    (TensorBoard's format), anchored ``^...$`` so each matches exactly one scalar key; Margin tags are exact.
+    One category :data:`LAYOUT_CATEGORY` with "Multiline" charts: :data:`LEARNABILITY_CHART` and
+    :data:`TEST_MSE_CHART` (the overlay tags, which the runs of :data:`~ntkmonitor.record.OVERLAY_RUNS` write, so
+    each chart has a line per run in its own colour), :data:`DRIFT_CHART` and :data:`CHANGE_CHART` (metrics of one
+    scale each); the "Margin" charts of :data:`MARGIN_CHARTS` (a prediction and the band of its interval); then
+    ``"mode i: predicted vs actual"`` per mode. Multiline tags are regexes (TensorBoard's format), anchored
+    ``^...$`` so each matches exactly one key; Margin tags are exact.
 
     Args:
         mode_indices: the reported modes (``snapshot.mode_indices``, 0-based).
@@ -185,21 +201,20 @@ def custom_scalars_layout(mode_indices: Sequence[int] = ()) -> dict[str, dict[st
         >>> layout = custom_scalars_layout([0, 1])
         >>> list(layout["ntkmonitor"])[-1]
         'mode 1: predicted vs actual'
-        >>> layout["ntkmonitor"]["mode 1: predicted vs actual"][1][:2]
-        ['^ntk/mode_01/learnability_predicted$', '^ntk/mode_01/learnability_actual$']
+        >>> layout["ntkmonitor"]["mode 1: predicted vs actual"][1]
+        ['^ntk/overlay/mode_01_learnability$']
         >>> layout["ntkmonitor"]["learnability predicted from K0, with its interval"][0]
         'Margin'
     """
     charts: dict[str, list[Any]] = {
-        LEARNABILITY_CHART: ["Multiline", [_regex(k) for k in LEARNABILITY_KEYS]],
-        TEST_MSE_CHART: ["Multiline", [_regex(k) for k in TEST_MSE_KEYS]],
-        DRIFT_CHART: ["Multiline", [_regex(k) for k in DRIFT_KEYS]],
+        LEARNABILITY_CHART: ["Multiline", [_regex(OVERLAY_LEARNABILITY)]],
+        TEST_MSE_CHART: ["Multiline", [_regex(OVERLAY_TEST_MSE)]],
+        DRIFT_CHART: ["Multiline", [_regex(k) for k in DRIFT_DISTANCE_KEYS]],
+        CHANGE_CHART: ["Multiline", [_regex(k) for k in DRIFT_CHANGE_KEYS]],
         **{title: ["Margin", list(tags)] for title, tags in MARGIN_CHARTS.items()},
     }
     for index in mode_indices:
-        kinds = ("predicted", "actual", "predicted_lower", "predicted_upper")
-        keys = [MODE_KEY.format(index=int(index), kind=kind) for kind in kinds]
-        charts[MODE_CHART.format(index=int(index))] = ["Multiline", [_regex(k) for k in keys]]
+        charts[MODE_CHART.format(index=int(index))] = ["Multiline", [_regex(OVERLAY_MODE.format(index=int(index)))]]
     return {LAYOUT_CATEGORY: charts}
 
 
@@ -261,6 +276,31 @@ def register_layout(writer: Any, mode_indices: Sequence[int] = ()) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- writes
+def add_scalar(writer: Any, tag: str, value: float, step: int) -> None:
+    """``writer.add_scalar``, with the description of :data:`~ntkmonitor.record.DESCRIPTIONS` for ``tag`` attached.
+
+    TensorBoard shows a tag's description on its chart; it reads it from the tag's metadata, which
+    ``SummaryWriter.add_scalar`` cannot set, so described tags are written as a scalar summary with metadata.
+
+    Args:
+        writer: a ``SummaryWriter`` (any object with ``add_scalar`` for undescribed tags).
+        tag: the key.
+        value: the number.
+        step: the global step.
+    """
+    description = DESCRIPTIONS.get(tag)
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if description is None or not callable(file_writer):
+        writer.add_scalar(tag, value, global_step=step)
+        return
+    from torch.utils.tensorboard.summary import scalar
+
+    summary = scalar(tag, value)
+    summary.value[0].metadata.summary_description = description
+    summary.value[0].metadata.plugin_data.plugin_name = "scalars"
+    file_writer().add_summary(summary, step)
+
+
 def log_scalars(writer: Any, snapshot: Snapshot) -> int:
     r"""Write every key of ``snapshot.scalars()`` at ``global_step=snapshot.step``.
 
@@ -286,7 +326,7 @@ def log_scalars(writer: Any, snapshot: Snapshot) -> int:
     written = 0
     with _guard(f"the scalars of step {snap.step}"):
         for key, value in snap.scalars().items():
-            writer.add_scalar(key, value, global_step=snap.step)
+            add_scalar(writer, key, value, snap.step)
             written += 1
     return written
 
@@ -468,6 +508,7 @@ class TensorBoardSink:
         figures_every: the figure cadence.
         measurements: how many distinct snapshots were written.
         history: those snapshots, in order (what the figures over time draw).
+        figure_seconds: wall time spent rendering figures.
 
     Example:
         >>> import tempfile
@@ -488,17 +529,64 @@ class TensorBoardSink:
         2
     """
 
-    def __init__(self, writer: Any, figures_every: int | None = 5) -> None:
+    def __init__(
+        self,
+        writer: Any,
+        figures_every: int | None = None,
+        *,
+        figures_seconds: float = DEFAULT_FIGURES_SECONDS,
+        overlays: bool = True,
+    ) -> None:
         if figures_every is not None and (
             isinstance(figures_every, bool) or not isinstance(figures_every, int) or figures_every < 0
         ):
             raise InputError(f"Expected figures_every to be None or an int >= 0, but got {figures_every!r}.")
+        if isinstance(figures_seconds, bool) or not isinstance(figures_seconds, (int, float)) or figures_seconds < 0:
+            raise InputError(f"Expected figures_seconds to be a number >= 0, but got {figures_seconds!r}.")
         self.writer = writer
         self.figures_every = figures_every or 0
+        self.figures_seconds = float(figures_seconds)
+        self.overlays = overlays
         self.measurements = 0
         self.history: list[Snapshot] = []
         self._last: Snapshot | None = None
         self._last_figures: Snapshot | None = None
+        self._figures_at: float | None = None
+        self._runs: dict[str, Any] = {}
+        self.figure_seconds = 0.0
+
+    def _figures_due(self) -> bool:
+        """At the first measurement after the reference, every ``figures_every`` measurements when set, and once
+        ``figures_seconds`` have passed since the last figures."""
+        if self.measurements == 2:
+            return True
+        if self.figures_every and self.measurements % self.figures_every == 0:
+            return True
+        waited = self._figures_at is not None and time.monotonic() - self._figures_at >= self.figures_seconds
+        return bool(self.figures_seconds) and waited
+
+    def _run_writer(self, run: str) -> Any:
+        """The writer of the overlay run ``run`` (a sub-directory of the main writer's log directory), or ``None``
+        when the main writer has no directory (a custom writer: the overlays are left out)."""
+        if run not in self._runs:
+            get = getattr(self.writer, "get_logdir", None)
+            logdir = get() if callable(get) else getattr(self.writer, "log_dir", None)
+            writer = None
+            if isinstance(logdir, (str, os.PathLike)):
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(os.path.join(os.fspath(logdir), run))
+            self._runs[run] = writer
+        return self._runs[run]
+
+    def _log_overlays(self, snapshot: Snapshot) -> None:
+        with _guard(f"the overlays of step {snapshot.step}"):
+            for run, values in overlays(snapshot).items():
+                writer = self._run_writer(run)
+                if writer is None:
+                    return
+                for tag, value in values.items():
+                    add_scalar(writer, tag, value, snapshot.step)
 
     @classmethod
     def from_logdir(cls, log_dir: str, figures_every: int | None = 5, **writer_kwargs: Any) -> TensorBoardSink:
@@ -553,11 +641,14 @@ class TensorBoardSink:
         new = snapshot is not self._last
         if new:
             log_snapshot(self.writer, snapshot, eigenvalues=eigenvalues)
+            if self.overlays:
+                self._log_overlays(snapshot)
             self._last = snapshot
             self.history.append(snapshot)
             self.measurements += 1
-        due = new and self.figures_every > 0 and self.measurements % self.figures_every == 0
+        due = new and self._figures_due()
         if (due or final) and snapshot is not self._last_figures:
+            started = time.perf_counter()
             log_figures(
                 self.writer,
                 self.history,
@@ -568,6 +659,8 @@ class TensorBoardSink:
                 kappa=snapshot.kappa_init,
             )
             self._last_figures = snapshot
+            self._figures_at = time.monotonic()
+            self.figure_seconds += time.perf_counter() - started
         if final:
             self.flush()
 
@@ -577,9 +670,10 @@ class TensorBoardSink:
         Example:
             >>> TensorBoardSink(writer=None).flush()  # nothing to flush
         """
-        if self.writer is not None:
-            with _guard("a flush"):
-                self.writer.flush()
+        for writer in [self.writer, *self._runs.values()]:
+            if writer is not None:
+                with _guard("a flush"):
+                    writer.flush()
 
     def close(self) -> None:
         """Close the writer (guarded).
@@ -587,6 +681,8 @@ class TensorBoardSink:
         Example:
             >>> TensorBoardSink(writer=None).close()
         """
-        if self.writer is not None:
-            with _guard("a close"):
-                self.writer.close()
+        for writer in [self.writer, *self._runs.values()]:
+            if writer is not None:
+                with _guard("a close"):
+                    writer.close()
+        self._runs.clear()

@@ -230,7 +230,9 @@ def test_trainer_with_tensorboard_logger_writes_every_documented_output(tmp_path
 
     monitor = NTKMonitor(every_n_steps=4, probe_size=16, figures_every=2)
     _fit("mlp", monitor, tmp_path=tmp_path, logger=TensorBoardLogger(tmp_path, name="tb"))
-    (event_file,) = tmp_path.rglob("events.out.tfevents*")
+    event_file = next(p for p in tmp_path.rglob("events.out.tfevents*") if p.parent.name.startswith("version_"))
+    runs = {p.parent.name for p in tmp_path.rglob("events.out.tfevents*")} - {event_file.parent.name}
+    assert runs == {"ntk_actual", "ntk_predicted_K0", "ntk_predicted_Kt"}  # the overlay runs
     acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
@@ -385,3 +387,33 @@ def test_fast_dev_run_writes_no_history_file(tmp_path, monkeypatch):
     _fit("mlp", monitor, default_root_dir=str(tmp_path), fast_dev_run=2, logger=CSVLogger(tmp_path, name="dry"))
     assert [s.step for s in monitor.history] == [0, 1, 2]  # it still measures: the dry run exercises it
     assert list(tmp_path.rglob("ntk_history.json")) == []
+
+
+def test_the_default_schedule_is_log_spaced_and_the_same_every_run():
+    """Regression (issue 16, item 5): the number of measurements varied run to run (8, 31, 6, 11)."""
+    import numpy as np
+
+    runs = []
+    for _ in range(2):
+        monitor = NTKMonitor(probe_size=16, min_measurements=10, max_measurements=10)
+        _fit("mlp", monitor, max_steps=200)
+        runs.append([s.step for s in monitor.history])
+    assert runs[0] == runs[1]
+    steps = runs[0]
+    assert steps[0] == 0 and steps[-1] == 200 and 10 <= len(steps) - 1 <= 11  # reference + 10 planned (+ last)
+    ratios = np.diff(np.log(steps[1:]))
+    assert ratios.max() < 4 * ratios.mean()  # log-spaced: dense early, sparse late
+    assert steps[2] - steps[1] < steps[-1] - steps[-2]
+
+
+@pytest.mark.parametrize(("low", "high"), [(3, 3), (5, 40)])
+def test_the_default_schedule_respects_its_bounds(low, high):
+    monitor = NTKMonitor(probe_size=16, min_measurements=low, max_measurements=high)
+    _fit("mlp", monitor, max_steps=120)
+    planned = len(monitor.history) - 1  # without the reference
+    assert low <= planned <= high + 1  # the last step is always measured
+
+
+def test_schedule_bounds_are_checked():
+    with pytest.raises(ntkmonitor.InputError, match="max_measurements >= min_measurements"):
+        NTKMonitor(min_measurements=10, max_measurements=5)

@@ -36,7 +36,9 @@ def test_quickstart_prints_kernel_facts(tmp_path, capsys):
 def test_lightning_quickstart_writes_tensorboard_logs(tmp_path, capsys):
     monitor = _load("examples/lightning_quickstart.py").main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert f"tensorboard --logdir {tmp_path}" in out
+    assert f"-m tensorboard.main --logdir {tmp_path}" in out  # runs as printed, venv activated or not
+    assert "-m ntkmonitor audit --model examples/lightning_quickstart.py:make_net" in out
+    assert "epoch    2/2" in out  # progress while it trains
     assert list(tmp_path.rglob("events.out.tfevents*")) and list(tmp_path.rglob("ntk_history.json"))
     assert len(monitor.history) >= 2 and monitor.history[-1].verdict in ("lazy", "drifting", "feature-learning")
 
@@ -53,7 +55,7 @@ def test_overhead_benchmark_runs_and_training_is_bit_identical():
 def test_lightning_digits_lazy_and_rich(tmp_path, capsys):
     rows = _load("examples/lightning_digits.py").main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert f"tensorboard --logdir {tmp_path}" in out and "lazy" in out and "rich" in out
+    assert f"-m tensorboard.main --logdir {tmp_path}" in out and "lazy" in out and "rich" in out
     for name in ("lazy", "rich"):
         assert list((tmp_path / name).rglob("events.out.tfevents*")), name
         assert rows[name]["measurements"] >= 2 and rows[name]["verdict"] in ("lazy", "drifting", "feature-learning")

@@ -15,7 +15,7 @@ import torch
 
 import ntkmonitor
 from ntkmonitor import tensorboard as ntb
-from ntkmonitor.record import Reference
+from ntkmonitor.record import DESCRIPTIONS, OVERLAY_RUNS, Reference
 from ntkmonitor.tracker import MODE_KEY, SCALAR_KEYS, NTKTracker, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,29 +100,54 @@ def _layouts(acc):
 
 
 def test_custom_scalars_layout_is_registered_once_and_every_chart_tag_matches_one_written_key(run):
-    tracker, _, acc = run
+    tracker, sink, acc = run
     layouts = _layouts(acc)
     assert len(layouts) == 1
     (category,) = layouts[0].category
     assert category.title == ntb.LAYOUT_CATEGORY
     titles = [chart.title for chart in category.chart]
     modes = tracker.history[-1].mode_indices
-    assert titles == [ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART, *ntb.MARGIN_CHARTS] + [
-        ntb.MODE_CHART.format(index=i) for i in modes
-    ]
-    written = acc.Tags()["scalars"]
+    expected = [ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART, ntb.CHANGE_CHART, *ntb.MARGIN_CHARTS]
+    assert titles == expected + [ntb.MODE_CHART.format(index=i) for i in modes]
+    logdir = Path(sink.writer.get_logdir())
+    runs = {"": acc} | {run: _accumulator(logdir / run) for run in OVERLAY_RUNS.values()}
+    written = {name: set(a.Tags()["scalars"]) for name, a in runs.items()}
+    every_tag = set().union(*written.values())
     charts = {chart.title: list(chart.multiline.tag) for chart in category.chart if chart.HasField("multiline")}
     margins = {chart.title: chart.margin.series[0] for chart in category.chart if chart.HasField("margin")}
     assert set(margins) == set(ntb.MARGIN_CHARTS)
     for series in margins.values():  # exact tags, all written
-        assert {series.value, series.lower, series.upper} <= set(written)
+        assert {series.value, series.lower, series.upper} <= written[""]
     for title, regexes in charts.items():
         for regex in regexes:
-            matches = [tag for tag in written if re.match(regex, tag)]
+            matches = [tag for tag in every_tag if re.match(regex, tag)]
             assert len(matches) == 1, (title, regex, matches)
-    matched = {tag for regexes in charts.values() for regex in regexes for tag in written if re.match(regex, tag)}
-    assert {"ntk/learnability/actual", "ntk/test_mse/predicted_current", "ntk/drift/linearization_error"} <= matched
-    assert MODE_KEY.format(index=modes[-1], kind="actual") in matched
+    # the overlays: one tag, a line per run, in the colours TensorBoard gives runs
+    overlay = {"ntk/overlay/learnability", "ntk/overlay/log10_test_mse"}
+    for tag in overlay:
+        assert [name for name in written if tag in written[name]] == list(OVERLAY_RUNS.values()), tag
+    mode_tag = f"ntk/overlay/mode_{modes[-1]:02d}_learnability"
+    assert mode_tag in written["ntk_actual"] and mode_tag in written["ntk_predicted_K0"]
+    last = tracker.history[-1]
+    value = runs["ntk_actual"].Scalars("ntk/overlay/learnability")[-1].value
+    assert value == pytest.approx(last.learnability_actual, rel=1e-6)
+    value = runs["ntk_predicted_K0"].Scalars("ntk/overlay/log10_test_mse")[-1].value
+    assert value == pytest.approx(math.log10(last.test_mse_predicted_init), rel=1e-6)
+
+
+def test_described_tags_carry_their_description(run):
+    from tensorboard.backend.event_processing import event_file_loader
+
+    _, sink, _ = run
+    logdir = Path(sink.writer.get_logdir())
+    descriptions = {}
+    for path in [*logdir.glob("events.out.tfevents*"), *(logdir / "ntk_actual").glob("events.out.tfevents*")]:
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.summary_description:
+                    descriptions[value.tag] = value.metadata.summary_description
+    assert set(DESCRIPTIONS) <= set(descriptions)
+    assert "ntk_predicted_K0" in descriptions["ntk/overlay/learnability"]
 
 
 def test_spectrum_histogram_per_measurement(run):
@@ -145,7 +170,8 @@ def test_figures_are_written_as_pngs_at_the_cadence(run):
     assert set(acc.Tags()["images"]) == set(ntb.FIGURE_TAGS)
     for tag in ntb.FIGURE_TAGS:
         events = acc.Images(tag)
-        # measurement 2 (figures_every=2), then the final call adds the last one
+        # the first measurement after the reference, then measurement 4 (figures_every=2), which is also the
+        # final one: the final call adds nothing
         assert [e.step for e in events] == [steps[1], steps[3]], tag
         for event in events:
             assert len(event.encoded_image_string) > 0
@@ -233,8 +259,8 @@ def test_register_layout_once_per_writer_including_writers_without_weakrefs():
 def test_layout_regexes_are_anchored():
     charts = ntb.custom_scalars_layout([3])[ntb.LAYOUT_CATEGORY]
     regex = charts[ntb.MODE_CHART.format(index=3)][1][0]
-    assert re.match(regex, "ntk/mode_03/learnability_predicted")
-    assert not re.match(regex, "ntk/mode_03/learnability_predicted_extra")
+    assert re.match(regex, "ntk/overlay/mode_03_learnability")
+    assert not re.match(regex, "ntk/overlay/mode_03_learnability_extra")
     assert {kind for kind, _ in charts.values()} == {"Multiline", "Margin"}
 
 
@@ -358,8 +384,11 @@ def test_logged_keys_are_all_documented():
     }
     assert patterns <= documented
     assert {ntb.HISTOGRAM_TAG, ntb.SUMMARY_TAG, *ntb.FIGURE_TAGS} <= documented
-    charts = {ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART, ntb.MODE_CHART.replace("{index}", "i")}
+    charts = {ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART, ntb.CHANGE_CHART}
+    charts.add(ntb.MODE_CHART.replace("{index}", "i"))
     assert charts <= documented
+    assert {"ntk/overlay/learnability", "ntk/overlay/log10_test_mse", "ntk/overlay/mode_NN_learnability"} <= documented
+    assert set(OVERLAY_RUNS.values()) <= documented
 
 
 def test_plain_loop_example_in_the_docs_runs(tmp_path, monkeypatch, capsys):
@@ -369,4 +398,6 @@ def test_plain_loop_example_in_the_docs_runs(tmp_path, monkeypatch, capsys):
     (run_dir,) = (tmp_path / "runs").iterdir()
     acc = _accumulator(run_dir)
     assert "ntk/learnability/actual" in acc.Tags()["scalars"]
-    assert [e.step for e in acc.Images(ntb.SPECTRUM_FIGURE_TAG)] == [180, 200]  # 10th measurement, final
+    # the first measurement after the reference, then the final one (the run lasts under a minute)
+    assert [e.step for e in acc.Images(ntb.SPECTRUM_FIGURE_TAG)] == [20, 200]
+    assert {p.name for p in run_dir.iterdir() if p.is_dir()} == set(OVERLAY_RUNS.values())
