@@ -591,6 +591,12 @@ def run_audit(args: AuditSettings) -> AuditRun:
     # every checkpoint is checked against the model before any kernel work
     matched = [_match_state(model, state, path) for path, state, _, _ in checkpoints]
     steps = _timeline_steps(checkpoints)
+    if len(checkpoints) > 1 and all(step is None for *_, step in checkpoints):
+        result_warnings.append(
+            "No checkpoint records its training step, so the timeline's x-axis is the checkpoint's position (0, 1, "
+            "...). Save the step with each checkpoint (a Lightning checkpoint, or {'state_dict': ..., "
+            "'global_step': step}) to see the drift against training time."
+        )
     checkpoints = [
         (path, state, hparams, step)
         for (path, _, hparams, _), (state, _), step in zip(checkpoints, matched, steps, strict=True)
@@ -658,7 +664,9 @@ def run_audit(args: AuditSettings) -> AuditRun:
             device=args.device,
             kernel_method=args.kernel.method.value,
         ),
-        probe=ProbeInfo(size=tracker.M, source=source, overlaps_training_data=overlaps, train_size=train_size),
+        probe=ProbeInfo(
+            size=tracker.M, source=source, overlaps_training_data=overlaps, train_size=train_size, seed=args.seed
+        ),
         options=AnalysisInfo(
             ridge=args.ridge, mode=args.mode, params=list(args.kernel.params or []) or None, top_k=args.analysis.top_k
         ),

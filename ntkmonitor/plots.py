@@ -141,6 +141,13 @@ def _positive(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _integer_steps(ax: Axes) -> None:
+    """Training steps are whole numbers: no fractional ticks (two checkpoints at steps 0 and 1, say)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _has_data(*arrays: np.ndarray) -> bool:
     return any(np.isfinite(a).any() for a in arrays)
 
@@ -203,7 +210,7 @@ def spectrum_figure(
         handles.append(
             ax.axhline(kappa, color="0.3", linestyle="--", linewidth=1, label=rf"$\kappa$ = {kappa:.3g} ($L_i = 1/2$)")
         )
-    ax.set_xlabel("mode index i (1 = largest eigenvalue)")
+    ax.set_xlabel("mode i + 1 (log scale; mode i = 0 is the largest eigenvalue, as in the other figures)")
     ax.set_ylabel(r"operator eigenvalue $\lambda_i$", color=_ACTUAL)
     ax.grid(True, which="major", alpha=0.3)
 
@@ -370,6 +377,7 @@ def learnability_figure(history: Sequence[Any], *, title: str = "Eigenlearning: 
         elif prefix == "test_mse" and (finite > 0).all() and finite.max() / finite.min() > 20:
             ax.set_yscale("log")
         ax.set_xlabel("step")
+        _integer_steps(ax)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
@@ -387,7 +395,8 @@ def drift_figure(
 
     Left panel, the kernel: kernel distance ``1 - <K0, Kt>/(|K0| |Kt|)`` and relative kernel change
     ``|Kt - K0| / |K0|``. Right panel, weights and function: relative parameter change and linearization error.
-    Zero values (the reference) and ``nan`` cannot be drawn on a log axis and leave gaps. With ``thresholds``
+    The reference (where nothing has moved; its kernel distance is round-off) is left out; ``nan`` leaves gaps.
+    With ``thresholds``
     the lazy (dashed) and feature-learning (dotted) thresholds of the kernel distance and of the linearization
     error are drawn in the color of their metric.
 
@@ -406,6 +415,10 @@ def drift_figure(
         [4, 4]
     """
     snaps = _history(history)
+    verdict = snaps[-1].verdict if snaps else ""
+    # the reference (nothing moved yet) is left out: its kernel distance is round-off (about 1e-14), which a
+    # log axis would draw and so squash the data
+    snaps = [s for s in snaps if not (s.parameter_change == 0 or (s.step == 0 and s.kernel_distance < 1e-9))]
     fig, (left, right) = _new_figure(4.0, ncols=2, top=0.75, right=0.15, left=0.95, wspace=0.4)
     steps = np.array([s.step for s in snaps], dtype=np.float64)
     panels = (
@@ -452,11 +465,11 @@ def drift_figure(
         else:
             _no_data(ax, "no drift measured yet")
         ax.set_xlabel("step")
+        _integer_steps(ax)
         ax.set_ylabel("value (log scale)")
         ax.set_title(panel_title)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize="small", loc="best")
-    verdict = snaps[-1].verdict if snaps else ""
     fig.suptitle(f"{title} (latest verdict: {verdict})" if verdict else title)
     return fig
 

@@ -46,6 +46,7 @@ __all__ = [
     "OVERLAY_LEARNABILITY",
     "OVERLAY_TEST_MSE",
     "OVERLAY_MODE",
+    "OVERVIEW_VERDICT",
     "DESCRIPTIONS",
     "overlays",
     "to_json",
@@ -212,11 +213,15 @@ OVERLAY_RUNS = {"actual": "ntk_actual", "init": "ntk_predicted_K0", "current": "
 the predictions from the reference kernel ``K0`` and from the current kernel ``Kt``. TensorBoard colours by run,
 so every dashboard draws the three as differently coloured lines with a legend."""
 
-OVERLAY_LEARNABILITY = "ntk/overlay/learnability"
+OVERLAY_LEARNABILITY = "ntk/0_overview/learnability"
 """Overlay tag: learnability on the probe (each run writes its own: measured, predicted from K0 or from Kt)."""
 
-OVERLAY_TEST_MSE = "ntk/overlay/log10_test_mse"
+OVERLAY_TEST_MSE = "ntk/0_overview/log10_test_mse"
 """Overlay tag: ``log10`` of the test MSE on the probe (a log scale, where a 30x gap is visible)."""
+
+OVERVIEW_VERDICT = "ntk/0_overview/verdict"
+"""The verdict code (as ``ntk/drift/verdict``) beside the overlays. The ``0_overview`` tags sort first on TensorBoard's
+Time Series dashboard, which orders cards by name: learnability, test MSE, the spectral-bias heatmap, the verdict."""
 
 OVERLAY_MODE = "ntk/overlay/mode_{index:02d}_learnability"
 """Overlay tag per reported mode (0-based, reference eigenbasis): measured vs predicted from K0."""
@@ -237,6 +242,10 @@ DESCRIPTIONS = {
         "(about 0 in the lazy regime, of order 1 when it learns features)."
     ),
     "ntk/drift/verdict": "0 lazy, 1 drifting, 2 feature-learning (thresholds in docs/callback.md).",
+    OVERVIEW_VERDICT: (
+        "The drift verdict: 0 lazy (the kernel theory describes training), 1 drifting, 2 feature-learning. From the "
+        "kernel distance and the linearization error (thresholds in docs/callback.md)."
+    ),
 }
 """Descriptions shown on TensorBoard's charts (the "?" of a card) for the keys a researcher reads first."""
 
@@ -566,7 +575,7 @@ def overlays(snapshot: Snapshot) -> dict[str, dict[str, float]]:
 
     Example:
         >>> overlays(Snapshot(step=1, learnability_actual=0.5, learnability_predicted_init=0.6))["ntk_actual"]
-        {'ntk/overlay/learnability': 0.5}
+        {'ntk/0_overview/learnability': 0.5}
     """
     out: dict[str, dict[str, float]] = {}
     for source, run in OVERLAY_RUNS.items():

@@ -334,7 +334,8 @@ def _summary(r: AuditResult) -> str:
         overlap_text = " (held out: no overlap with the training data)"
     else:
         overlap_text = ""
-    rows.append(("Probe", f"{format_count(probe.size)} points{source}{overlap_text}"))
+    seed = f", drawn with seed {probe.seed}" if probe.seed is not None else ""
+    rows.append(("Probe", f"{format_count(probe.size)} points{source}{seed}{overlap_text}"))
     rows.append(("Training-set size n", format_count(probe.train_size)))
     selected = ", ".join(f"<code>{_e(p)}</code>" for p in options.params) if options.params else "all parameters"
     rows.append(
@@ -597,7 +598,10 @@ def _checkpoints(r: AuditResult) -> str:
             ]
         )
         css.append("reference" if i == 0 else "")
-    notes = list(dict.fromkeys(e.snapshot.prediction_note for e in timeline if e.snapshot.prediction_note))
+    notes: dict[str, list[str]] = {}  # each distinct note, with the checkpoints it belongs to
+    for e in timeline:
+        if e.snapshot.prediction_note:
+            notes.setdefault(e.snapshot.prediction_note, []).append(e.label)
     body = _grid(header, rows, numeric={1, 2, 3, 4, 5, 6, 7}, row_css=css)
     body += (
         '<p class="note">Every metric compares a checkpoint with the reference (the first row). Kernel distance: '
@@ -608,7 +612,10 @@ def _checkpoints(r: AuditResult) -> str:
     if len(timeline) == 1:
         body += '<p class="note">One checkpoint: drift needs at least two.</p>'
     if notes:
-        body += '<p class="note">Prediction notes: ' + "; ".join(_e(n) for n in notes) + "</p>"
+        items = "".join(
+            f"<li><strong>{_e(', '.join(labels))}</strong>: {_e(note)}</li>" for note, labels in notes.items()
+        )
+        body += f'<p class="note">How the predictions were obtained:</p><ul class="note">{items}</ul>'
     return _section("checkpoints", "Checkpoints", body)
 
 

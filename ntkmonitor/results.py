@@ -118,12 +118,14 @@ class ProbeInfo:
         source: where the probe came from, in words.
         overlaps_training_data: whether the probe was drawn from the training data (``None``: unknown).
         train_size: ``n``.
+        seed: the seed of the draw (``None``: unknown).
     """
 
     size: int | None = None
     source: str = ""
     overlaps_training_data: bool | None = None
     train_size: int | None = None
+    seed: int | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> ProbeInfo:
@@ -135,6 +137,7 @@ class ProbeInfo:
             _str(d.get("source")),
             overlap if isinstance(overlap, bool) else None,
             _int(d.get("train_size")),
+            _int(d.get("seed")),
         )
 
 

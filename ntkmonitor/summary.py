@@ -152,9 +152,15 @@ def format_summary(result: AuditResult | Mapping[str, Any]) -> str:
         )
     if r.offdiagonal_fraction is not None:
         lines.append(f"  full kernel: off-diagonal share {format_number(r.offdiagonal_fraction, 3)}")
-    notes = [curve.note] + [entry.snapshot.prediction_note for entry in timeline]
-    for note in dict.fromkeys(n for n in notes if n):  # wrapped, not cut: the note is the explanation
-        lines += textwrap.wrap(note, SUMMARY_WIDTH, initial_indent="  note      ", subsequent_indent=" " * 12)
+    notes: dict[str, list[str]] = {}  # each distinct note once, with what it belongs to
+    if curve.note:
+        notes[curve.note] = [f"n = {format_count(probe.train_size)}"]
+    for entry in timeline:
+        if entry.snapshot.prediction_note:
+            notes.setdefault(entry.snapshot.prediction_note, []).append(entry.label)
+    for note, owners in notes.items():  # wrapped, not cut: the note is the explanation
+        text = f"({', '.join(owners)}) {note}"
+        lines += textwrap.wrap(text, SUMMARY_WIDTH, initial_indent="  note      ", subsequent_indent=" " * 12)
 
     if timeline:
         lines.append("")

@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -59,6 +60,7 @@ from .record import (
     OVERLAY_LEARNABILITY,
     OVERLAY_MODE,
     OVERLAY_TEST_MSE,
+    OVERVIEW_VERDICT,
     Reference,
     Snapshot,
     overlays,
@@ -101,10 +103,10 @@ LAYOUT_CATEGORY = "ntkmonitor"
 """Category of the custom-scalars charts."""
 
 LEARNABILITY_CHART = "learnability: predicted vs actual"
-"""Chart of the overlay tag ``ntk/overlay/learnability``, one line per run (measured, predicted from K0, from Kt)."""
+"""Chart of the overlay tag ``ntk/0_overview/learnability``, one line per run (measured, predicted from K0, from Kt)."""
 
 TEST_MSE_CHART = "log10 test MSE: predicted vs actual"
-"""Chart of the overlay tag ``ntk/overlay/log10_test_mse``, one line per run."""
+"""Chart of the overlay tag ``ntk/0_overview/log10_test_mse``, one line per run."""
 
 DRIFT_CHART = "drift: kernel distance and linearization error"
 """Chart of ``ntk/drift/kernel_distance`` and ``ntk/drift/linearization_error`` (what the verdict reads)."""
@@ -144,8 +146,9 @@ LEARNABILITY_FIGURE_TAG = "ntk/figures/learnability"
 DRIFT_FIGURE_TAG = "ntk/figures/drift"
 """Image: drift metrics over steps with the verdict thresholds (:func:`~ntkmonitor.plots.drift_figure`)."""
 
-HEATMAP_FIGURE_TAG = "ntk/figures/mode_heatmap"
-"""Image: fraction of each eigenmode learned vs step (:func:`~ntkmonitor.plots.mode_heatmap_figure`)."""
+HEATMAP_FIGURE_TAG = "ntk/0_overview/spectral_bias"
+"""Image: fraction of each eigenmode learned vs step (:func:`~ntkmonitor.plots.mode_heatmap_figure`), among the
+overview cards that TensorBoard's Time Series dashboard shows first."""
 
 FIGURE_TAGS = (SPECTRUM_FIGURE_TAG, MODE_FIGURE_TAG, LEARNABILITY_FIGURE_TAG, DRIFT_FIGURE_TAG, HEATMAP_FIGURE_TAG)
 """Every image tag :func:`log_figures` writes, in order."""
@@ -581,6 +584,8 @@ class TensorBoardSink:
 
     def _log_overlays(self, snapshot: Snapshot) -> None:
         with _guard(f"the overlays of step {snapshot.step}"):
+            if math.isfinite(snapshot.verdict_code):
+                add_scalar(self.writer, OVERVIEW_VERDICT, snapshot.verdict_code, snapshot.step)
             for run, values in overlays(snapshot).items():
                 writer = self._run_writer(run)
                 if writer is None:

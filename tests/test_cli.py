@@ -504,3 +504,12 @@ def test_argparse_mistakes_are_one_line(workspace, capsys, extra, message):
 def test_counts_accept_scientific_notation(workspace):
     assert main(_audit_args("sci", "--train-size", "1e3")) == 0
     assert json.loads((workspace / "sci" / "report.json").read_text())["probe"]["train_size"] == 1000
+
+
+def test_checkpoints_without_steps_say_so_and_the_report_states_the_probe_seed(workspace):
+    """Regression (issue 16, item 6): plain state_dicts were labelled steps 0 and 1 without a word."""
+    assert main(_audit_args("plain_steps")) == 0
+    report = json.loads((workspace / "plain_steps" / "report.json").read_text())
+    assert any("No checkpoint records its training step" in w for w in report["warnings"])
+    assert report["probe"]["seed"] == 0
+    assert "drawn with seed 0" in (workspace / "plain_steps" / "report.html").read_text()

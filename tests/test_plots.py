@@ -144,7 +144,15 @@ def test_drift_figure_metrics_and_thresholds():
     thresholds = [line.get_ydata()[0] for line in left.lines[1:3]] + [line.get_ydata()[0] for line in right.lines[2:]]
     assert thresholds == [0.05, 0.25, 0.1, 0.5]
     distance = left.lines[0].get_ydata()
-    assert np.isnan(distance[0]) and distance[1] == 0.01  # the reference's 0 cannot be drawn on a log axis
+    assert distance[0] == 0.01 and len(distance) == len(history) - 1  # the reference is left out
+    assert list(left.lines[0].get_xdata()) == [s.step for s in history[1:]]
+
+
+def test_drift_figure_leaves_out_a_reference_with_round_off_distance():
+    """Regression (issue 16, item 6): the reference's kernel distance of 2.7e-14 squashed the log axis."""
+    history = [Snapshot(step=0, kernel_distance=2.7e-14, parameter_change=0.0)] + _history()[1:]
+    left, _ = plots.drift_figure(history).axes
+    assert min(left.lines[0].get_ydata()) >= 1e-3
     assert [len(ax.lines) for ax in plots.drift_figure(history).axes] == [2, 2]
 
 

@@ -356,3 +356,17 @@ def test_format_summary_fits_100_columns_with_long_texts(audit):
     assert all(len(line) <= report.SUMMARY_WIDTH for line in text.splitlines()), max(map(len, text.splitlines()))
     assert text.isascii()
     assert "OVERLAPS TRAINING DATA" in text and "... and 3 more in report.json" in text
+
+
+def test_prediction_notes_are_listed_once_each_with_their_checkpoints(audit, fast_figures):
+    """Regression (issue 16, item 6): one note repeated, another unlabelled."""
+    result = copy.deepcopy(audit)
+    for entry in result["timeline"]:
+        entry["snapshot"]["prediction_note"] = "resolved by the probe"
+    result["timeline"][-1]["snapshot"]["prediction_note"] = "extrapolated beyond the probe"
+    section = _section(report.render_html(result), "checkpoints")
+    assert section.count("resolved by the probe") == 1 and section.count("extrapolated beyond the probe") == 1
+    assert "<strong>init.pt, step5.pt</strong>: resolved by the probe" in section
+    assert "<strong>step10.pt</strong>: extrapolated beyond the probe" in section
+    text = report.format_summary(result)
+    assert text.count("resolved by the probe") == 1 and "(init.pt, step5.pt) resolved" in text

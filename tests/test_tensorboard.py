@@ -15,7 +15,7 @@ import torch
 
 import ntkmonitor
 from ntkmonitor import tensorboard as ntb
-from ntkmonitor.record import DESCRIPTIONS, OVERLAY_RUNS, Reference
+from ntkmonitor.record import DESCRIPTIONS, OVERLAY_RUNS, OVERVIEW_VERDICT, Reference
 from ntkmonitor.tracker import MODE_KEY, SCALAR_KEYS, NTKTracker, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +72,7 @@ def test_every_scalar_is_written_once_at_its_step_with_the_snapshots_value(run):
     for snap in tracker.history:
         for key, value in snap.scalars().items():
             expected.setdefault(key, {})[snap.step] = value
+        expected.setdefault(OVERVIEW_VERDICT, {})[snap.step] = snap.verdict_code  # the overview's copy
     assert set(expected) == written
     for key, by_step in expected.items():
         events = acc.Scalars(key)
@@ -123,15 +124,15 @@ def test_custom_scalars_layout_is_registered_once_and_every_chart_tag_matches_on
             matches = [tag for tag in every_tag if re.match(regex, tag)]
             assert len(matches) == 1, (title, regex, matches)
     # the overlays: one tag, a line per run, in the colours TensorBoard gives runs
-    overlay = {"ntk/overlay/learnability", "ntk/overlay/log10_test_mse"}
+    overlay = {"ntk/0_overview/learnability", "ntk/0_overview/log10_test_mse"}
     for tag in overlay:
         assert [name for name in written if tag in written[name]] == list(OVERLAY_RUNS.values()), tag
     mode_tag = f"ntk/overlay/mode_{modes[-1]:02d}_learnability"
     assert mode_tag in written["ntk_actual"] and mode_tag in written["ntk_predicted_K0"]
     last = tracker.history[-1]
-    value = runs["ntk_actual"].Scalars("ntk/overlay/learnability")[-1].value
+    value = runs["ntk_actual"].Scalars("ntk/0_overview/learnability")[-1].value
     assert value == pytest.approx(last.learnability_actual, rel=1e-6)
-    value = runs["ntk_predicted_K0"].Scalars("ntk/overlay/log10_test_mse")[-1].value
+    value = runs["ntk_predicted_K0"].Scalars("ntk/0_overview/log10_test_mse")[-1].value
     assert value == pytest.approx(math.log10(last.test_mse_predicted_init), rel=1e-6)
 
 
@@ -147,7 +148,7 @@ def test_described_tags_carry_their_description(run):
                 if value.metadata.summary_description:
                     descriptions[value.tag] = value.metadata.summary_description
     assert set(DESCRIPTIONS) <= set(descriptions)
-    assert "ntk_predicted_K0" in descriptions["ntk/overlay/learnability"]
+    assert "ntk_predicted_K0" in descriptions["ntk/0_overview/learnability"]
 
 
 def test_spectrum_histogram_per_measurement(run):
@@ -387,7 +388,11 @@ def test_logged_keys_are_all_documented():
     charts = {ntb.LEARNABILITY_CHART, ntb.TEST_MSE_CHART, ntb.DRIFT_CHART, ntb.CHANGE_CHART}
     charts.add(ntb.MODE_CHART.replace("{index}", "i"))
     assert charts <= documented
-    assert {"ntk/overlay/learnability", "ntk/overlay/log10_test_mse", "ntk/overlay/mode_NN_learnability"} <= documented
+    assert {
+        "ntk/0_overview/learnability",
+        "ntk/0_overview/log10_test_mse",
+        "ntk/overlay/mode_NN_learnability",
+    } <= documented
     assert set(OVERLAY_RUNS.values()) <= documented
 
 
