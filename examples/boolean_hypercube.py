@@ -68,7 +68,7 @@ COLOURS = {0: "tab:blue", 1: "tab:orange", 3: "tab:green", 8: "tab:red"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--out", default="ntk_runs/hypercube", help="output folder (default: %(default)s)")
     parser.add_argument("--dim", type=int, default=8, help="cube dimension d; M = 2^d points (default: 8)")
     parser.add_argument("--width", type=int, default=500, help="hidden width (default: 500)")
@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     spectrum = ntkmonitor.eigendecompose(K)
     targets = {k: parity(X.cpu(), k) for k in args.ks}
     stderr(
-        f"  eNTK at init: {time.perf_counter() - t_start:.1f} s, top eigenvalues {spectrum.eigenvalues[:3].tolist()}"
+        f"  eNTK at init: {time.perf_counter() - t_start:.1f} s, top eigenvalues "
+        + ", ".join(f"{v:.4g}" for v in spectrum.eigenvalues[:3].tolist())
     )
     theory_ns = sorted(set(range(1, M + 1, max(1, M // 128))) | set(args.ns))
     curves = theory_curves(spectrum, targets, theory_ns)

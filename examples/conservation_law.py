@@ -56,7 +56,7 @@ ARCHITECTURES = (("relu", 1), ("relu", 4), ("tanh", 1), ("tanh", 4))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--out", default="ntk_runs/conservation", help="output folder (default: %(default)s)")
     parser.add_argument("--dim", type=int, default=6, help="cube dimension d; M = 2^d points (default: 6)")
     parser.add_argument("--n", type=int, default=16, help="training-set size (default: 16)")

@@ -71,10 +71,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -270,13 +272,21 @@ def print_table(rows: dict[str, dict]) -> None:
         )
 
 
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners (GPU/TPU available, tips) and its end-of-fit line say nothing about this run."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning internals
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")  # --quick has few batches
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     """Train the lazy and the rich run, print the comparison table, write summary.json and the figure.
 
     Returns:
         ``{"lazy": row, "rich": row}``, each row the numbers of the table (also in ``OUT/summary.json``).
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--out", default="ntk_runs/digits", help="output directory (default ntk_runs/digits)")
     parser.add_argument("--width", type=int, default=1024, help="hidden width of both runs (default 1024)")
     parser.add_argument("--alpha", type=float, default=RUNS[1][1], help="output scale of the rich run (default 0.02)")
@@ -285,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and batch order")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args(argv)
+    _quiet_lightning()
     width, epochs, every, probe_size = args.width, args.epochs, 32, 256
     if args.quick:
         width, epochs, every, probe_size = 128, 1, 6, 32

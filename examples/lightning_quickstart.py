@@ -15,10 +15,12 @@ lazy regime and predicted vs actual learnability, each prediction with its 90 % 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -111,7 +113,8 @@ def train(
 ) -> tuple[Regressor, pl.Trainer]:
     """Train the regressor (with ``monitor`` if given); logs to TensorBoard under ``out`` if given.
 
-    With ``save_for_audit``, also writes ``init.pt`` and ``final.pt`` (the network's state dicts) and
+    With ``save_for_audit``, also writes ``init.pt`` and ``final.pt`` (the network's state dicts with their training
+    steps, ``{"state_dict": ..., "global_step": step}``) and
     ``data.pt`` (``x``, ``y`` training data and ``x_probe``, ``y_probe`` held-out data) into ``out``.
     """
     pl.seed_everything(seed, verbose=False)
@@ -119,7 +122,8 @@ def train(
     model = Regressor(width=width)
     if save_for_audit:
         Path(out).mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.clone() for k, v in model.net.state_dict().items()}, Path(out) / "init.pt")
+        init = {k: v.clone() for k, v in model.net.state_dict().items()}
+        torch.save({"state_dict": init, "global_step": 0}, Path(out) / "init.pt")
         data = {"x": train_set.tensors[0], "y": train_set.tensors[1]}
         torch.save({**data, "x_probe": val_set.tensors[0], "y_probe": val_set.tensors[1]}, Path(out) / "data.pt")
     logger = pl.loggers.TensorBoardLogger(out, name=f"width{width}") if out else False
@@ -140,18 +144,27 @@ def train(
         DataLoader(val_set, batch_size=256),
     )
     if save_for_audit:
-        torch.save(model.net.state_dict(), Path(out) / "final.pt")
+        torch.save({"state_dict": model.net.state_dict(), "global_step": trainer.global_step}, Path(out) / "final.pt")
     return model, trainer
+
+
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners (GPU/TPU available, tips) and its end-of-fit line say nothing about this run."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning internals
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")  # --quick has few batches
 
 
 def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
     """Train with the callback, print a summary and the TensorBoard command."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--out", default="ntk_runs", help="TensorBoard log directory (default ntk_runs)")
     parser.add_argument("--width", type=int, default=512, help="hidden width (default 512)")
     parser.add_argument("--epochs", type=int, default=250, help="training epochs (default 250)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = parser.parse_args(argv)
+    _quiet_lightning()
     width, epochs, n_train = (args.width, args.epochs, 2048) if not args.quick else (64, 2, 256)
     if "OMP_NUM_THREADS" not in os.environ:
         # a small model on a few shared cores: one thread is several times faster than torch's default pool
@@ -182,6 +195,10 @@ def main(argv: list[str] | None = None) -> ntkmonitor.NTKMonitor:
         f"[{last.test_mse_predicted_init_lower:.4f}, {last.test_mse_predicted_init_upper:.4f}] (90 % interval)"
     )
     print(f"  how: {last.prediction_note}")
+    print(
+        f"  ridge of the predictions: {last.ridge:.3g} (finite-time, from the learning rate and the step; "
+        "`ntkmonitor audit` predicts the converged network, --ridge 0, so its predicted numbers differ)"
+    )
     tensorboard = runnable("-m", "tensorboard.main", "--logdir", args.out)
     print(f"\nSee it in TensorBoard (then open http://localhost:6006):\n  {tensorboard}")
     audit = [

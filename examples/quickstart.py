@@ -32,7 +32,7 @@ def make_mlp(width: int, d: int = 8, k: int = 3) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the quickstart and return the facts it printed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--width", type=int, default=512, help="hidden width (default 512)")
     parser.add_argument("--probe-size", type=int, default=128, help="probe points M (default 128)")
     parser.add_argument("--steps", type=int, default=50, help="SGD steps before the second kernel (default 50)")

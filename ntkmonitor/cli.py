@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ntkmonitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
         p.add_argument("--model", help="MODULE:FACTORY (or path/to/file.py:FACTORY) returning an nn.Module")
         p.add_argument(
             "--lightning-module", help="MODULE:CLASS of a LightningModule, built from the checkpoint's hyperparameters"
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--checkpoint",
             action="append",
             default=[],
-            help="a state_dict or Lightning checkpoint; repeat for a timeline (the first is the reference)",
+            help=checkpoint_help,
         )
         p.add_argument(
             "--data",
@@ -117,16 +118,44 @@ def build_parser() -> argparse.ArgumentParser:
             help="replace the report and TensorBoard files of an earlier run in --out (default: refuse)",
         )
 
-    audit = sub.add_parser("audit", help="measure checkpoints against the NTK: drift, spectrum, learnability")
-    common(audit)
+    audit = sub.add_parser(
+        "audit",
+        help="measure checkpoints against the NTK: drift, spectrum, learnability",
+        description=textwrap.fill(
+            "Measure saved checkpoints against Neural Tangent Kernel theory on a probe: the kernel's drift from the "
+            "first checkpoint (the reference), its spectrum, and predicted vs measured learnability. Writes "
+            "report.html, report.json and TensorBoard logs into --out. No training happens.",
+            100,
+        ),
+        epilog=(
+            "example:\n  python -m ntkmonitor audit --model examples/lightning_quickstart.py:make_net \\\n"
+            "      --checkpoint ntk_runs/init.pt --checkpoint ntk_runs/final.pt --data ntk_runs/data.pt --out ntk_audit"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(audit, "a state_dict or Lightning checkpoint; repeat for a timeline (the first is the reference)")
     audit.add_argument(
         "--mode",
         default="trace",
         choices=["trace", "full"],
         help="trace (default); full also reports how far K_full is from K_trace (x) I at the reference",
     )
-    predict = sub.add_parser("predict", help="predicted learning curve at initialization")
-    common(predict)
+    predict = sub.add_parser(
+        "predict",
+        help="predicted learning curve at initialization",
+        description=textwrap.fill(
+            "Predict, from the kernel of a model at its given parameters (no checkpoint: the factory's "
+            "initialization), how well kernel regression with it learns the task from n examples: the "
+            "eigenlearning learning curve with its intervals. Writes report.html and report.json into --out.",
+            100,
+        ),
+        epilog=(
+            "example:\n  python -m ntkmonitor predict --model examples/lightning_quickstart.py:make_net "
+            "--data ntk_runs/data.pt --out ntk_predict"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(predict, "a state_dict or Lightning checkpoint to predict from (default: the factory's initialization)")
     predict.add_argument("--n-max", type=_count, help="largest n of the learning curve (default 4 max(n, M))")
     predict.add_argument("--n-points", type=_count, default=25, help="points of the log grid (default 25)")
     return parser

@@ -145,7 +145,7 @@ def _integer_steps(ax: Axes) -> None:
     """Training steps are whole numbers: no fractional ticks (two checkpoints at steps 0 and 1, say)."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
 
 
 def _has_data(*arrays: np.ndarray) -> bool:
