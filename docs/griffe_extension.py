@@ -8,7 +8,8 @@ the source files are not touched:
   unknown title would be an admonition whose ``>>>`` lines are read as Markdown);
 - cross-reference roles such as ``:func:`~ntkmonitor.empirical_ntk``` or ``:meth:`text <target>``` become code
   spans with the text a reader would see (``empirical_ntk``, ``text``);
-- ``.. math::`` blocks become ``$$ ... $$`` blocks, rendered by MathJax through ``pymdownx.arithmatex``.
+- ``.. math::`` blocks become ``$$ ... $$`` blocks, which ``pymdownx.arithmatex`` marks and ``docs/math_hook.py``
+  renders to SVG at build time.
 
 It also documents ``ntkmonitor.callback.NTKMonitor``, which the module builds at import time with ``type()``
 (so it works on either Lightning package): static analysis sees an attribute, so the extension replaces it

@@ -84,3 +84,28 @@ def test_mkdocs_build_strict(tmp_path):
     assert "WARNING" not in result.stderr, result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "callback" / "index.html").read_text().count("ntkmonitor.callback.NTKMonitor")
+
+
+def test_the_built_site_reads_offline(tmp_path):
+    """Regression (issue 16, item 8): the equations needed a MathJax CDN and the fonts Google's; offline the
+    formulas showed as raw TeX. Now every formula is an SVG drawn at build time and nothing is fetched."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=root,
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    pages = list((tmp_path / "site").rglob("*.html"))
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+    assert not re.search(r"https?://(cdn\.jsdelivr|fonts\.googleapis|unpkg|cdnjs)", text)
+    theory = (tmp_path / "site" / "theory" / "index.html").read_text(encoding="utf-8")
+    assert theory.count('class="math"') > 100 and 'class="arithmatex"' not in theory  # TeX only in aria-labels
