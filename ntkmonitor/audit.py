@@ -748,10 +748,10 @@ def write_tensorboard(tracker: NTKTracker, out: Path) -> None:
     from .tensorboard import TensorBoardSink
 
     writer = SummaryWriter(str(out / "tensorboard"))
-    sink = TensorBoardSink(writer, figures_every=0)
+    sink = TensorBoardSink(writer, figures_every=0, early_figures=False)  # figures once, at the end
     reference = tracker.reference_record
     try:
         for i, snapshot in enumerate(tracker.history):
             sink.log(snapshot, reference, final=i == len(tracker.history) - 1)
     finally:
-        writer.close()
+        sink.close()

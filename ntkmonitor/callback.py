@@ -88,8 +88,8 @@ SCHEDULE_WARM_UP = 20
 """Training steps (at most 2 % of training) timed before the default schedule is decided."""
 
 DEFAULT_MAX_OVERHEAD = 0.04
-"""With ``every_n_steps=None`` the callback's time (reference, measurements with their logging) is kept within
-this fraction of the training time; the margin to 5 % holds the final measurement."""
+"""With ``every_n_steps=None`` the planned schedule chooses as many measurements as take this fraction of the
+estimated training time (at least ``min_measurements``, which on a very short run can take more)."""
 
 
 @contextmanager
@@ -240,6 +240,7 @@ class _NTKMonitorLogic:
         self._train_start: float | None = None
         self._plan: tuple[int, ...] | None = None
         self._reference_cost = 0.0
+        self._start_step: int | None = None
         self._measurements_since_figures = 0
         self._sinks: list[Sink] = []
         # ddp_spawn (and ddp_fork) train in child processes, each with a copy of this object: rank 0 hands its
@@ -292,6 +293,7 @@ class _NTKMonitorLogic:
         # the reference counts towards the budget; the one-time warm-up before it does not
         self._measure_seconds = self._train_start - (self._warm_up_end or start)
         self._reference_cost = self._measure_seconds
+        self._start_step = int(trainer.global_step)
         self._plan = None
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -483,21 +485,33 @@ class _NTKMonitorLogic:
         if self._plan is None:
             total = getattr(trainer, "estimated_stepping_batches", math.inf)
             total = int(total) if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else 0
-            if not total:
+            first = self._start_step or 0
+            if not total or total <= first:
                 self._plan = ()
             else:
-                warm = max(1, min(SCHEDULE_WARM_UP, total // 50))
-                if step < warm:
+                warm = max(1, min(SCHEDULE_WARM_UP, (total - first) // 50))
+                if step - first < warm:
                     return False
                 self._plan = self._plan_steps(step, total)
         if not self._plan:
             return self._within_budget()
         return step in self._plan
 
+    def _training_seconds(self) -> float:
+        """Wall time spent training since this run started: neither the reference (before the start) nor the
+        measurements and their logging count."""
+        if self._train_start is None:
+            return 0.0
+        during = self._measure_seconds - self._reference_cost  # the reference ran before the start
+        return max(time.perf_counter() - self._train_start - during, 0.0)
+
     def _plan_steps(self, step: int, total: int) -> tuple[int, ...]:
-        elapsed = max(time.perf_counter() - (self._train_start or time.perf_counter()) - self._measure_seconds, 1e-9)
+        """``K`` log-spaced steps from ``step`` to ``total``; ``K`` from the time per step since this run's start
+        (a resumed run counts from where it resumed) and the reference's cost."""
+        first = self._start_step or 0
+        per_step = max(self._training_seconds(), 1e-9) / max(step - first, 1)
         cost = max(self._reference_cost, 1e-6)
-        budget = self.max_overhead * elapsed / step * total
+        budget = self.max_overhead * per_step * (total - first)
         count = int(min(max(budget // cost, self.min_measurements), self.max_measurements))
         grid = np.unique(np.round(np.geomspace(step, total, count)).astype(int))
         return tuple(int(s) for s in grid)
@@ -511,8 +525,7 @@ class _NTKMonitorLogic:
         """
         if self._train_start is None:
             return False
-        elapsed = time.perf_counter() - self._train_start - self._measure_seconds
-        return self._measure_seconds + self._last_cost <= self.max_overhead * max(elapsed, 0.0)
+        return self._measure_seconds + self._last_cost <= self.max_overhead * self._training_seconds()
 
     @staticmethod
     def _with_grad(fn: Callable[[], Snapshot]) -> Snapshot:

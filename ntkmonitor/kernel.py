@@ -41,6 +41,7 @@ __all__ = [
     "resolve_method",
     "method_report",
     "MethodChoice",
+    "split_rows",
 ]
 
 _METHODS: dict[NTKMethod, KernelMethodImpl] = {
@@ -138,6 +139,22 @@ class NTKFunction:
             ``(n1, n2)``, ``(n1, n2, k)`` or ``(n1, n2, k, k)`` by mode (see :func:`empirical_ntk`).
         """
         fmodel = self.functional_model()
+        world = _world() if self.options.distributed else None
+        if world is None:
+            result, k, symmetric = self._raw(fmodel, x1, x2, None)
+        else:
+            result, k, symmetric = self._gathered(fmodel, x1, x2, world)
+        if self.options.mode is KernelMode.TRACE:
+            result /= k  # methods sum over the outputs; the trace kernel is their mean
+        if symmetric:
+            result = _mirror_upper(result, self.options.mode)
+        return result
+
+    def _raw(
+        self, fmodel: FunctionalModel, x1: _inputs.Batch, x2: _inputs.Batch | None, world: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, int, bool]:
+        """``(kernel summed over outputs, k, symmetric)``: the whole kernel, or this rank's share of it in a tensor of
+        the whole kernel's shape (zeros elsewhere)."""
         mode = self.options.mode
         n1 = _inputs.validate_batch(x1, "x1")
         symmetric = x2 is None or x2 is x1
@@ -148,33 +165,122 @@ class NTKFunction:
         with fmodel.measuring():
             x1p = _inputs.prepare(x1, fmodel.device, fmodel.dtype)
             x2p = None if symmetric else _inputs.prepare(x2, fmodel.device, fmodel.dtype)
-            key = (*_layout(x1p), min(n1, 2), fmodel.dtype, fmodel.device)
+            # what the profile and a method's analysis depend on: the input layout, the parameters (names and
+            # shapes: a replaced head, an unfrozen layer, an inserted one all change it), dtype and device
+            params = tuple((name, tuple(t.shape)) for name, t in fmodel.primals.items())
+            key = (*_layout(x1p), min(n1, 2), params, fmodel.dtype, fmodel.device)
             if key not in self._profiles:
                 self._profiles[key] = fmodel.profile(x1p, n1, "x1")
-            request = KernelRequest(
-                fmodel=fmodel,
-                x1=x1p,
-                x2=x2p,
-                n1=n1,
-                n2=n2,
-                mode=mode,
-                profile=self._profiles[key],
-                chunk_size=self.options.chunk_size,
-                budget=memory_budget(fmodel.device),
-                cache=self._caches.setdefault(key, {}),
-            )
-            shape = request.result_shape()
-            request.check_fits(
-                2 * torch.Size(shape).numel() * request.itemsize,
+            profile, cache = self._profiles[key], self._caches.setdefault(key, {})
+            full = KernelRequest(fmodel, x1p, x2p, n1, n2, mode, profile, self.options.chunk_size, 0)
+            shape = full.result_shape()
+            full.check_fits(
+                2 * torch.Size(shape).numel() * full.itemsize,
                 f"the {mode.value} kernel of shape {shape} (and one working copy)",
                 "Use fewer examples, mode='trace' (k^2 times smaller than 'full'), or compute it in blocks of x1.",
             )
-            result = _compute(request, self.options.method)
-        if mode is KernelMode.TRACE:
-            result /= request.k  # methods sum over the outputs; the trace kernel is their mean
-        if symmetric:
-            result = _mirror_upper(result, mode)
-        return result
+            if world is None:
+                return self._local(fmodel, x1p, x2p, profile, cache), profile.num_outputs, symmetric
+            rank, size = world
+            start, stop = split_rows(n1, size, symmetric=symmetric)[rank]
+            result = torch.zeros(shape, dtype=fmodel.dtype, device=fmodel.device)
+            if stop > start:
+                rows = _inputs.take(x1p, slice(start, stop))
+                columns = _inputs.take(x1p, slice(start, n1)) if symmetric else x2p
+                block = self._local(fmodel, rows, columns, profile, cache)
+                if symmetric:
+                    result[start:stop, start:] = block  # a band of the upper triangle
+                else:
+                    result[start:stop] = block
+            return result, profile.num_outputs, symmetric
+
+    def _local(
+        self, fmodel: FunctionalModel, xa: _inputs.Batch, xb: _inputs.Batch | None, profile: ModelProfile, cache: dict
+    ) -> torch.Tensor:
+        """The kernel between ``xa`` and ``xb`` (``None``: ``K(xa, xa)``, upper blocks) in this process, summed
+        over outputs in trace mode."""
+        na = _inputs.validate_batch(xa, "x1")
+        nb = na if xb is None else _inputs.validate_batch(xb, "x2")
+        request = KernelRequest(
+            fmodel=fmodel,
+            x1=xa,
+            x2=xb,
+            n1=na,
+            n2=nb,
+            mode=self.options.mode,
+            profile=profile,
+            chunk_size=self.options.chunk_size,
+            budget=memory_budget(fmodel.device),
+            cache=cache,
+        )
+        return _compute(request, self.options.method)
+
+    def _gathered(
+        self, fmodel: FunctionalModel, x1: _inputs.Batch, x2: _inputs.Batch | None, world: tuple[int, int]
+    ) -> tuple[torch.Tensor, int, bool]:
+        """Every rank computes its share (:meth:`_raw`); one sum over the ranks assembles the kernel on each. A rank
+        that fails anywhere (inputs, profile, kernel) is known to all before the sum, so none waits forever."""
+        import torch.distributed as dist
+
+        failure: BaseException | None = None
+        result, k, symmetric = torch.zeros(0, device=fmodel.device), 0, False
+        try:
+            result, k, symmetric = self._raw(fmodel, x1, x2, world)
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks have been told
+            failure = err
+        ok = torch.tensor([0.0 if failure is not None else 1.0], device=fmodel.device)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if failure is not None:
+            raise failure
+        if float(ok) < 1.0:
+            raise NTKMonitorError(
+                "Expected every rank to compute its share of the kernel, but another rank failed (its own error "
+                "says why); no rank returns a partial kernel."
+            )
+        dist.all_reduce(result, op=dist.ReduceOp.SUM)
+        return result, k, symmetric
+
+
+def _world() -> tuple[int, int] | None:
+    """``(rank, world size)`` of the default process group, or ``None`` outside ``torch.distributed`` (or alone)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return dist.get_rank(), dist.get_world_size()
+
+
+def split_rows(n: int, parts: int, *, symmetric: bool) -> list[tuple[int, int]]:
+    """Row ranges ``[(start, stop)]`` that share the kernel's work evenly among ``parts`` ranks.
+
+    For ``K(x1, x2)`` every row costs the same, so the ranges hold ``n / parts`` rows each. For ``K(x1, x1)`` rank
+    ``r`` computes rows ``start:stop`` against columns ``start:n`` (a band of the upper triangle), so a row ``i``
+    costs ``n - i`` and the ranges are cut where the cumulative work crosses ``r / parts`` of the total.
+
+    Args:
+        n: rows.
+        parts: ranks.
+        symmetric: whether the kernel is ``K(x1, x1)``.
+
+    Returns:
+        ``parts`` contiguous ranges covering ``range(n)`` (some empty when ``n < parts``).
+
+    Example:
+        >>> split_rows(10, 2, symmetric=False), split_rows(10, 2, symmetric=True)
+        ([(0, 5), (5, 10)], [(0, 4), (4, 10)])
+    """
+    if symmetric:
+        work = [n - i for i in range(n)]
+        total, cuts, running, r = sum(work), [0], 0, 1
+        for i, w in enumerate(work):
+            running += w
+            while r < parts and running >= total * r / parts:
+                cuts.append(i + 1)
+                r += 1
+        cuts += [n] * (parts + 1 - len(cuts))
+    else:
+        cuts = [round(n * r / parts) for r in range(parts + 1)]
+    return [(cuts[r], cuts[r + 1]) for r in range(parts)]
 
 
 def _layout(x: _inputs.Batch) -> tuple:
@@ -192,6 +298,7 @@ def empirical_ntk_fn(
     chunk_size: int | None = None,
     dtype: torch.dtype | None = None,
     output_fn: OutputFn | None = None,
+    distributed: bool = False,
 ) -> NTKFunction:
     """Configure the empirical NTK of ``model`` once; call the result many times: ``fn(x1, x2=None)``.
 
@@ -208,6 +315,7 @@ def empirical_ntk_fn(
         chunk_size: examples per block, or ``None`` for the memory budget.
         dtype: computation dtype, or ``None``.
         output_fn: selects the output tensor from a tuple/dict output.
+        distributed: share the work among the ranks of ``torch.distributed`` (see :func:`empirical_ntk`).
 
     Returns:
         An :class:`NTKFunction`: ``fn(x1)`` ``(n1, n1, ...)``, ``fn(x1, x2)`` ``(n1, n2, ...)``.
@@ -222,7 +330,13 @@ def empirical_ntk_fn(
         torch.Size([4, 2, 2, 2])
     """
     options = KernelOptions(
-        method=method, mode=mode, params=params, chunk_size=chunk_size, dtype=dtype, output_fn=output_fn
+        method=method,
+        mode=mode,
+        params=params,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        output_fn=output_fn,
+        distributed=distributed,
     )
     return NTKFunction(model, options)
 
@@ -238,6 +352,7 @@ def empirical_ntk(
     chunk_size: int | None = None,
     dtype: torch.dtype | None = None,
     output_fn: OutputFn | None = None,
+    distributed: bool = False,
 ) -> torch.Tensor:
     """Compute the empirical NTK of ``model`` between two batches of inputs.
 
@@ -278,6 +393,11 @@ def empirical_ntk(
             dtype, at least ``float32`` (half-precision models are computed in float32).
         output_fn: selects the output tensor from a model returning a tuple, dict or dataclass,
             e.g. ``lambda out: out["logits"]``.
+        distributed: when ``torch.distributed`` is initialized with more than one rank, every rank computes its
+            share of the rows (for ``K(x1, x1)`` a band of the upper triangle, balanced by work; see
+            :func:`split_rows`) and one ``all_reduce`` assembles the whole kernel on every rank. Every rank of the
+            default process group must call it with the same inputs. A rank that fails makes every rank raise
+            (none waits forever). Outside ``torch.distributed`` it computes alone.
 
     Returns:
         The kernel on the model's device, in the computation dtype: ``(n1, n2)``, ``(n1, n2, k)``
@@ -300,7 +420,14 @@ def empirical_ntk(
         torch.Size([5, 2, 2, 2])
     """
     ntk = empirical_ntk_fn(
-        model, mode=mode, method=method, params=params, chunk_size=chunk_size, dtype=dtype, output_fn=output_fn
+        model,
+        mode=mode,
+        method=method,
+        params=params,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        output_fn=output_fn,
+        distributed=distributed,
     )
     return ntk(x1, x2)
 

@@ -168,6 +168,8 @@ class KernelOptions:
         chunk_size: examples per block, or ``None`` to size blocks to the memory budget.
         dtype: computation dtype (a floating ``torch.dtype``), or ``None`` for the parameters' (at least float32).
         output_fn: selects the output tensor from a tuple/dict/dataclass output, or ``None``.
+        distributed: share the kernel's rows among the ranks of the default ``torch.distributed`` process group
+            (when one is initialized) and assemble the whole kernel on every rank; every rank must call.
 
     Example:
         >>> KernelOptions(params="head", dtype=torch.float64).params
@@ -180,9 +182,12 @@ class KernelOptions:
     chunk_size: int | None = None
     dtype: torch.dtype | None = None
     output_fn: Callable[[Any], torch.Tensor] | None = None
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse_enum(NTKMethod, self.method, "method"))
+        if not isinstance(self.distributed, bool):
+            raise InputError(f"Expected distributed to be True or False, but got {self.distributed!r}.")
         object.__setattr__(self, "mode", parse_enum(KernelMode, self.mode, "mode"))
         object.__setattr__(self, "params", _params(self.params))
         size = self.chunk_size

@@ -11,7 +11,7 @@ Example:
     >>> snap.scalars()["ntk/drift/kernel_distance"], snap.verdict_code
     (0.01, 0.0)
     >>> to_json({"a": float("nan"), "b": [1.0, float("inf")]})
-    {'a': None, 'b': [1.0, None]}
+    {'a': None, 'b': [1.0, 'inf']}
 """
 
 from __future__ import annotations
@@ -259,7 +259,8 @@ _VERDICTS = {v.value for v in Verdict}
 def to_json(value: Any, where: str = "value") -> Any:
     """``value`` as strict-JSON data: the one JSON cleaner of the package.
 
-    Non-finite floats -> ``None``; tensors, arrays and numpy scalars -> lists or numbers; enums -> their values;
+    ``nan`` -> ``None``, infinities -> ``"inf"`` / ``"-inf"`` (strict JSON has neither; :func:`as_float` reads the
+    strings back); tensors, arrays and numpy scalars -> lists or numbers; enums -> their values;
     paths -> strings; mappings and sequences recursively. Anything else becomes its ``str`` with an
     :class:`~ntkmonitor.NTKMonitorWarning` that names where it was.
 
@@ -279,6 +280,8 @@ def to_json(value: Any, where: str = "value") -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
+        if math.isinf(value):  # strict JSON has no infinity; "inf" reads back as one (as_float, from_json)
+            return "inf" if value > 0 else "-inf"
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(key): to_json(item, f"{where}[{key!r}]") for key, item in value.items()}
@@ -327,6 +330,8 @@ def from_json(value: Any) -> Any:
     """
     if value is None:
         return math.nan
+    if value in ("inf", "-inf"):
+        return float(value)
     if isinstance(value, list):
         return [from_json(v) for v in value]
     if isinstance(value, dict):

@@ -495,16 +495,23 @@ class TensorBoardSink:
     r"""Writes measurements (:class:`~ntkmonitor.Snapshot` with the run's :class:`~ntkmonitor.Reference`) to a
     ``SummaryWriter``; a :class:`~ntkmonitor.sinks.Sink`.
 
-    Each :meth:`log` writes a snapshot (:func:`log_snapshot`: layout once, scalars, the
-    histogram of the current spectrum, the text summary) and, every ``figures_every`` measurements (the
-    ``figures_every``-th, ``2 figures_every``-th, ...; not the reference, whose figures would show one point)
-    or when ``final=True``, the figures (:func:`log_figures`). Logging the
+    Each :meth:`log` writes a snapshot (:func:`log_snapshot`: layout once, scalars, the histogram of the current
+    spectrum, the text summary), its overlays (one tag per comparison, written by the runs of
+    :data:`~ntkmonitor.record.OVERLAY_RUNS`, so TensorBoard draws measured and predicted in colours) and, at the
+    first measurement after the reference, then every ``figures_seconds`` (and every ``figures_every``
+    measurements when set) or when ``final=True``, the figures (:func:`log_figures`). Logging the
     same snapshot twice writes it once (``tracker.publish(sink, final=True)`` after the last measurement only adds
     the figures). Failures warn with :class:`~ntkmonitor.NTKMonitorWarning` and are skipped.
 
     Args:
         writer: a ``SummaryWriter`` (``torch.utils.tensorboard``, or Lightning's ``logger.experiment``).
-        figures_every: figure cadence in measurements; ``0`` or ``None`` for figures only with ``final=True``.
+        figures_every: also draw figures every this many measurements; ``0`` or ``None``: not by count.
+        figures_seconds: after the first figures, draw them again once this many seconds have passed (``0``: not by
+            time).
+        overlays: also write the overlay runs (:data:`~ntkmonitor.record.OVERLAY_RUNS`) in sub-directories of the
+            writer's log directory, resolved when the sink is made.
+        early_figures: draw figures at the first measurement after the reference (``False``: only by count, time
+            or ``final=True``).
 
     Attributes:
         writer: the writer.
@@ -539,6 +546,7 @@ class TensorBoardSink:
         *,
         figures_seconds: float = DEFAULT_FIGURES_SECONDS,
         overlays: bool = True,
+        early_figures: bool = True,
     ) -> None:
         if figures_every is not None and (
             isinstance(figures_every, bool) or not isinstance(figures_every, int) or figures_every < 0
@@ -557,11 +565,18 @@ class TensorBoardSink:
         self._figures_at: float | None = None
         self._runs: dict[str, Any] = {}
         self.figure_seconds = 0.0
+        self.early_figures = early_figures
+        logdir = None
+        with _guard("the log directory of the overlay runs"):
+            get = getattr(writer, "get_logdir", None)
+            logdir = get() if callable(get) else getattr(writer, "log_dir", None)
+        # resolved now: a relative directory must not move with a later os.chdir
+        self._logdir = os.path.abspath(os.fspath(logdir)) if isinstance(logdir, (str, os.PathLike)) else None
 
     def _figures_due(self) -> bool:
         """At the first measurement after the reference, every ``figures_every`` measurements when set, and once
         ``figures_seconds`` have passed since the last figures."""
-        if self.measurements == 2:
+        if self.measurements == 2 and self.early_figures:
             return True
         if self.figures_every and self.measurements % self.figures_every == 0:
             return True
@@ -572,13 +587,11 @@ class TensorBoardSink:
         """The writer of the overlay run ``run`` (a sub-directory of the main writer's log directory), or ``None``
         when the main writer has no directory (a custom writer: the overlays are left out)."""
         if run not in self._runs:
-            get = getattr(self.writer, "get_logdir", None)
-            logdir = get() if callable(get) else getattr(self.writer, "log_dir", None)
             writer = None
-            if isinstance(logdir, (str, os.PathLike)):
+            if self._logdir is not None:
                 from torch.utils.tensorboard import SummaryWriter
 
-                writer = SummaryWriter(os.path.join(os.fspath(logdir), run))
+                writer = SummaryWriter(os.path.join(self._logdir, run))
             self._runs[run] = writer
         return self._runs[run]
 
@@ -594,7 +607,7 @@ class TensorBoardSink:
                     add_scalar(writer, tag, value, snapshot.step)
 
     @classmethod
-    def from_logdir(cls, log_dir: str, figures_every: int | None = 5, **writer_kwargs: Any) -> TensorBoardSink:
+    def from_logdir(cls, log_dir: str, figures_every: int | None = None, **writer_kwargs: Any) -> TensorBoardSink:
         r"""A sink with a new ``torch.utils.tensorboard.SummaryWriter(log_dir, **writer_kwargs)``.
 
         Args:
@@ -668,6 +681,7 @@ class TensorBoardSink:
             self.figure_seconds += time.perf_counter() - started
         if final:
             self.flush()
+            self._close_runs()  # the overlay writers are ours (the main writer is the caller's): no threads left
 
     def flush(self) -> None:
         """Flush the writer (guarded).
@@ -686,7 +700,14 @@ class TensorBoardSink:
         Example:
             >>> TensorBoardSink(writer=None).close()
         """
-        for writer in [self.writer, *self._runs.values()]:
+        if self.writer is not None:
+            with _guard("a close"):
+                self.writer.close()
+        self._close_runs()
+
+    def _close_runs(self) -> None:
+        """Close the overlay runs' writers (reopened, appending a new event file, if more is logged)."""
+        for writer in self._runs.values():
             if writer is not None:
                 with _guard("a close"):
                     writer.close()

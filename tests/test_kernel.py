@@ -745,3 +745,29 @@ def test_empirical_ntk_fn_follows_in_place_parameter_updates_and_load_state_dict
     assert rel_err(ntk(x), reference.kernel(fresh, x)) <= KERNEL_RTOL[torch.float64]
     model[0].weight = nn.Parameter(torch.randn_like(model[0].weight))  # a replaced parameter is read too
     assert rel_err(ntk(x), reference.kernel(model, x)) <= KERNEL_RTOL[torch.float64]
+
+
+@pytest.mark.parametrize("change", ["head_replaced", "layer_unfrozen", "layer_inserted"])
+@pytest.mark.parametrize("method", ["auto", "jacobian", "structured"])
+def test_a_configured_function_follows_changes_of_the_model_structure(change, method):
+    """Regression (review of issue 15): the cached profile and layer analysis were keyed by the input layout only,
+    so a replaced head (2 -> 5 outputs), an unfrozen layer or an inserted one gave a silently wrong kernel."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2))
+    if change == "layer_unfrozen":
+        model[0].requires_grad_(False)
+    ntk = ntkmonitor.empirical_ntk_fn(model, mode="full", method=method, dtype=torch.float64)
+    x = torch.randn(5, 6)
+    ntk(x)
+    if change == "head_replaced":
+        model[2] = nn.Linear(8, 5)
+    elif change == "layer_unfrozen":
+        model[0].requires_grad_(True)
+    else:
+        model.insert(2, nn.Linear(8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ntkmonitor.NTKMonitorWarning)
+        K = ntk(x)
+    assert rel_err(K, reference.kernel(model, x, mode="full")) <= KERNEL_RTOL[torch.float64]

@@ -317,7 +317,7 @@ def test_a_broken_writer_never_raises():
         sink.flush()
         sink.close()
     messages = [str(w.message) for w in caught if issubclass(w.category, ntkmonitor.NTKMonitorWarning)]
-    assert len(messages) == 6  # layout, scalars, histogram, text, flush, close
+    assert len(messages) == 7  # the overlay runs' directory, layout, scalars, histogram, text, flush, close
     assert all("disk full" in m for m in messages)
 
 
@@ -406,3 +406,25 @@ def test_plain_loop_example_in_the_docs_runs(tmp_path, monkeypatch, capsys):
     # the first measurement after the reference, then the final one (the run lasts under a minute)
     assert [e.step for e in acc.Images(ntb.SPECTRUM_FIGURE_TAG)] == [20, 200]
     assert {p.name for p in run_dir.iterdir() if p.is_dir()} == set(OVERLAY_RUNS.values())
+
+
+def test_overlay_writers_are_closed_at_the_end(tmp_path):
+    """Regression (review of issue 16): the overlay writers stayed open after training (three threads per fit)."""
+    import threading
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    baseline = threading.active_count()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    x = torch.randn(12, 3)
+    tracker = NTKTracker(model, (x, x[:, 0]), train_size=20, ridge=1e-3)
+    writer = SummaryWriter(str(tmp_path / "logs"))
+    sink = ntb.TensorBoardSink(writer)
+    tracker.reference()
+    tracker.publish(sink)
+    tracker.measure(step=1)
+    tracker.publish(sink, final=True)
+    writer.close()
+    assert threading.active_count() == baseline
+    assert {p.name for p in (tmp_path / "logs").iterdir() if p.is_dir()} == set(OVERLAY_RUNS.values())

@@ -65,3 +65,16 @@ def test_integer_inputs_and_labels_pass_the_finite_check():
 
     tracker = NTKTracker(Tokens(), (torch.randint(0, 10, (8, 5)), torch.randint(0, 3, (8,))), train_size=50)
     assert tracker.target.shape == (8, 3)
+
+
+def test_infinite_values_survive_the_json_round_trip():
+    """Regression (review of issue 15): a tensor that starts at zero has an infinite relative change, which came
+    back from JSON (history file, checkpoints, report.json) as nan."""
+    import json
+
+    from ntkmonitor.record import Snapshot
+
+    snap = Snapshot(step=3, parameter_change_per_tensor={"0.bias": float("inf"), "0.weight": 0.5}, ridge=float("inf"))
+    back = Snapshot.from_dict(json.loads(json.dumps(snap.to_dict(), allow_nan=False)))
+    assert back.parameter_change_per_tensor == {"0.bias": float("inf"), "0.weight": 0.5}
+    assert back.ridge == float("inf")
