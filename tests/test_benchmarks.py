@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +148,13 @@ def test_bench_call_overhead_runs():
     bench = _load("benchmarks/bench_call_overhead.py")
     rows = bench.main(["--reps", "5"])
     assert [row["method"] for row in rows] and all(row["bare"] > 0 for row in rows)
+
+
+def test_bench_distributed_runs_on_two_processes(monkeypatch):
+    """Smoke test of ``benchmarks/bench_distributed.py`` (2 gloo processes; the numbers are in RESULTS.md)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))  # spawned ranks import it
+    bench = importlib.import_module("bench_distributed")
+    rows = bench.main(["--n", "16", "--repeats", "1", "--workloads", "cnn"])
+    assert rows["cnn"]["alone_s"] > 0 and rows["cnn"]["two_ranks_s"] > 0
