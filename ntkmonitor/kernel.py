@@ -186,12 +186,13 @@ class NTKFunction:
             result = torch.zeros(shape, dtype=fmodel.dtype, device=fmodel.device)
             if stop > start:
                 rows = _inputs.take(x1p, slice(start, stop))
-                columns = _inputs.take(x1p, slice(start, n1)) if symmetric else x2p
-                block = self._local(fmodel, rows, columns, profile, cache)
-                if symmetric:
-                    result[start:stop, start:] = block  # a band of the upper triangle
-                else:
-                    result[start:stop] = block
+                if not symmetric:
+                    result[start:stop] = self._local(fmodel, rows, x2p, profile, cache)
+                else:  # a band of the upper triangle: its diagonal block (upper half) and the rectangle right of it
+                    result[start:stop, start:stop] = self._local(fmodel, rows, None, profile, cache)
+                    if stop < n1:
+                        rest = _inputs.take(x1p, slice(stop, n1))
+                        result[start:stop, stop:] = self._local(fmodel, rows, rest, profile, cache)
             return result, profile.num_outputs, symmetric
 
     def _local(
@@ -254,8 +255,9 @@ def split_rows(n: int, parts: int, *, symmetric: bool) -> list[tuple[int, int]]:
     """Row ranges ``[(start, stop)]`` that share the kernel's work evenly among ``parts`` ranks.
 
     For ``K(x1, x2)`` every row costs the same, so the ranges hold ``n / parts`` rows each. For ``K(x1, x1)`` rank
-    ``r`` computes rows ``start:stop`` against columns ``start:n`` (a band of the upper triangle), so a row ``i``
-    costs ``n - i`` and the ranges are cut where the cumulative work crosses ``r / parts`` of the total.
+    ``r`` computes the band of the upper triangle in rows ``start:stop`` (the upper half of its diagonal block and
+    the rectangle right of it), so a row ``i`` costs ``n - i`` and the ranges are cut where the cumulative work
+    crosses ``r / parts`` of the total.
 
     Args:
         n: rows.
