@@ -130,14 +130,23 @@ def finite_data(t: torch.Tensor, name: str) -> None:
     """
     if t.is_complex():
         raise InputError(f"Expected real numbers in {name}, but got dtype {t.dtype}. Pass the real part or features.")
+    where = non_finite(t)
+    if where:
+        raise InputError(f"Expected {name} to be finite, but it has {where}. Remove or impute those examples.")
+
+
+def non_finite(t: torch.Tensor) -> str:
+    """Where a data tensor ``(n, ...)`` is not finite, in words (``""`` when it is, or holds integers).
+
+    Example:
+        >>> non_finite(torch.tensor([[1.0, 2.0], [3.0, float("nan")]]))
+        '1 NaN/inf value(s), the first in row 1, column 1 (nan)'
+    """
     if not t.is_floating_point():
-        return
+        return ""
     bad = ~torch.isfinite(t)
     if not bool(bad.any()):
-        return
+        return ""
     where = tuple(int(i) for i in bad.nonzero()[0])
     column = f", column {where[1] if len(where) == 2 else where[1:]}" if len(where) > 1 else ""
-    raise InputError(
-        f"Expected {name} to be finite, but it has {int(bad.sum())} NaN/inf value(s), the first in row "
-        f"{where[0]}{column} ({float(t[where]):g}). Remove or impute those examples."
-    )
+    return f"{int(bad.sum())} NaN/inf value(s), the first in row {where[0]}{column} ({float(t[where]):g})"

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, _checks
 from ._memory import available_bytes, format_bytes
 from .errors import InputError, ModelCallError, NTKMonitorWarning, ParameterSelectionError, UsageError
 from .kernel import empirical_ntk
@@ -460,13 +460,9 @@ def _as_data_tensor(value: Any, key: str) -> torch.Tensor:
         raise UsageError(f"--data: {key!r} has no rows; expected one row per example.")
     if value.ndim == 0:
         raise UsageError(f"--data: {key!r} is a single number; expected one row per example.")
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        where = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0])
-        column = f", column {where[1] if len(where) == 2 else where[1:]}" if len(where) > 1 else ""
-        raise UsageError(
-            f"--data: {key!r} has {int((~torch.isfinite(value)).sum())} NaN/inf value(s), the first in row "
-            f"{where[0]}{column}. Remove or impute those rows."
-        )
+    where = _checks.non_finite(value)
+    if where:
+        raise UsageError(f"--data: {key!r} has {where}. Remove or impute those rows.")
     return value
 
 

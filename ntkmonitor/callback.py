@@ -241,6 +241,7 @@ class _NTKMonitorLogic:
         self._plan: tuple[int, ...] | None = None
         self._reference_cost = 0.0
         self._start_step: int | None = None
+        self._total: int | None = None
         self._measurements_since_figures = 0
         self._sinks: list[Sink] = []
         # ddp_spawn (and ddp_fork) train in child processes, each with a copy of this object: rank 0 hands its
@@ -295,6 +296,7 @@ class _NTKMonitorLogic:
         self._reference_cost = self._measure_seconds
         self._start_step = int(trainer.global_step)
         self._plan = None
+        self._total: int | None = None
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Measure when an optimizer step completes a period (gradient accumulation respected)."""
@@ -483,9 +485,12 @@ class _NTKMonitorLogic:
         (``max_steps=-1`` with an iterable dataset) it measures whenever the budget allows instead.
         """
         if self._plan is None:
-            total = getattr(trainer, "estimated_stepping_batches", math.inf)
-            total = int(total) if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else 0
-            first = self._start_step or 0
+            if self._total is None:  # Lightning estimates it from the loaders: once, not on every warm-up step
+                total = getattr(trainer, "estimated_stepping_batches", math.inf)
+                self._total = (
+                    int(total) if isinstance(total, (int, float)) and math.isfinite(total) and total > 0 else 0
+                )
+            total, first = self._total, self._start_step or 0
             if not total or total <= first:
                 self._plan = ()
             else:
