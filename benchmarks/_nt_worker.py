@@ -41,7 +41,7 @@ def make_apply_fn(arch: str, config: dict, consts: dict):
     """The forward pass ``apply_fn(params, x)`` of a ``bench_entk.py`` architecture in jax.numpy.
 
     Args:
-        arch: ``"mlp"``, ``"resnet"`` or ``"transformer"``.
+        arch: ``"mlp"``, ``"resnet"``, ``"mobilenet"`` or ``"transformer"``.
         config: the architecture's configuration (the same dict that builds the torch module).
         consts: the torch module's buffers by ``state_dict`` name (BatchNorm running statistics).
 
@@ -67,18 +67,42 @@ def make_apply_fn(arch: str, config: dict, consts: dict):
 
         return apply_fn
 
-    if arch == "resnet":
+    if arch in ("resnet", "mobilenet"):
         eps = 1e-5
 
-        def conv(h, w, stride, pad):
+        def conv(h, w, stride, pad, groups=1):
             return jax.lax.conv_general_dilated(
-                h, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=("NCHW", "OIHW", "NCHW")
+                h,
+                w,
+                (stride, stride),
+                ((pad, pad), (pad, pad)),
+                dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                feature_group_count=groups,
             )
 
         def bn(p, name, h):  # eval-mode F.batch_norm: (x - mean) * rsqrt(var + eps) * weight + bias
             mean = consts[name + ".running_mean"][None, :, None, None]
             inv = (1.0 / jnp.sqrt(consts[name + ".running_var"] + eps))[None, :, None, None]
             return (h - mean) * inv * p[name + ".weight"][None, :, None, None] + p[name + ".bias"][None, :, None, None]
+
+        if arch == "mobilenet":
+
+            def relu6(h):
+                return jnp.clip(h, 0.0, 6.0)
+
+            def apply_fn(p, x):
+                h = relu6(bn(p, "bn1", conv(x, p["conv1.weight"], 1, 1)))
+                cin = config["stem"]
+                for i, (cout, stride, expand) in enumerate(config["blocks"]):
+                    pre, hidden = f"layers.{i}.", cin * expand
+                    out = relu6(bn(p, pre + "bn1", conv(h, p[pre + "expand.weight"], 1, 0)))
+                    out = relu6(bn(p, pre + "bn2", conv(out, p[pre + "depthwise.weight"], stride, 1, hidden)))
+                    out = bn(p, pre + "bn3", conv(out, p[pre + "project.weight"], 1, 0))
+                    h = h + out if stride == 1 and cin == cout else out
+                    cin = cout
+                return linear(p, "fc", h.mean(axis=(2, 3)))
+
+            return apply_fn
 
         blocks = []
         cin = config["stem"]

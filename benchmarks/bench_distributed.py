@@ -10,6 +10,7 @@ than the ``all_reduce`` of the ``n x n`` result.
 Usage::
 
     python benchmarks/bench_distributed.py                   # MLP 784-512-512-10 (jacobian), CNN (structured)
+    python benchmarks/bench_distributed.py --workloads resnet    # bench_entk.py's small ResNet (auto)
     python benchmarks/bench_distributed.py --n 128 --repeats 1   # smoke test
 """
 
@@ -28,11 +29,16 @@ from torch import nn
 
 import ntkmonitor
 
-WORKLOADS = ("mlp", "cnn")
+WORKLOADS = ("mlp", "cnn", "resnet")
 
 
 def _workload(name: str, n: int) -> tuple[nn.Module, torch.Tensor, str]:
     torch.manual_seed(0)
+    if name == "resnet":  # bench_entk.py's small ResNet, method "auto"
+        import bench_entk
+
+        config, _, _ = bench_entk.workload_config("resnet", quick=False)
+        return bench_entk.build_model(config), bench_entk.make_inputs(config, n), "auto"
     if name == "mlp":
         model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
         return model, torch.randn(n, 784), "jacobian"
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=512, help="examples (default 512)")
     parser.add_argument("--repeats", type=int, default=3, help="timed kernels per setting (default 3)")
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--workloads", nargs="+", default=["mlp", "cnn"], choices=WORKLOADS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     alone = {name: _time(name, args.n, args.repeats, False) for name in args.workloads}

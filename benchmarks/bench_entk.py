@@ -4,13 +4,17 @@ One command times every contender on the same weights and inputs and prints a Ma
 workload (median of ``--repeats`` >= 3 timed runs after one untimed warm-up, min-max, peak memory,
 speedups, error against a float64 reference) plus machine information; ``--json OUT`` saves it all.
 
-    python benchmarks/bench_entk.py                                  # CPU: mlp, resnet, transformer
+    python benchmarks/bench_entk.py                                  # CPU: mlp, resnet, mobilenet, transformer
     python benchmarks/bench_entk.py --nt-python /work/nt-venv/bin/python --json entk.json
     python benchmarks/bench_entk.py --workloads mlp --modes trace --contenders ntkmonitor:auto,recipe
     python benchmarks/bench_entk.py --device cuda --workloads mlp,resnet18 --modes trace --n 1024
     python benchmarks/bench_entk.py --quick                          # tiny sizes (the smoke test)
 
 **Workloads** (torch, fixed seeds; ``--n`` overrides the number of examples; ``K(x, x)``):
+
+- ``ddp`` (not in the default set): ``benchmarks/bench_distributed.py``, the kernel shared by 2 processes x 1
+  thread (gloo, ``distributed=True``) against 1 process x 1 thread, on the MLP (``jacobian``) and the small
+  ResNet (``auto``), n=256 (``--n``).
 
 - ``mlp``: 784-512-512-10, ReLU, n=256; modes ``trace`` and ``full``.
 - ``resnet``: a small ResNet on 3x32x32: 3x3 conv stem (16 ch) + 3 basic blocks (16, 32/2, 64/2 ch;
@@ -19,6 +23,9 @@ speedups, error against a float64 reference) plus machine information; ``--json 
 - ``transformer``: token ids (vocab 256, length 32) -> embedding + learned positions -> 2
   ``nn.TransformerEncoderLayer`` (d_model 64, 4 heads, feed-forward 128, ReLU, post-norm) -> mean pool
   -> linear 10; n=64; ``trace``.
+- ``mobilenet``: a MobileNetV2-style CNN on 3x32x32: 3x3 conv stem (16 ch) + 5 inverted residual blocks
+  (channels 16, 24/2, 24, 32/2, 32; expansion 4: 1x1 conv, **depthwise** 3x3 conv, 1x1 conv, each with
+  BatchNorm in eval mode, ReLU6) + global mean pool + linear 10; n=128; ``trace``.
 - ``resnet18``: torchvision-style ResNet-18 adapted to 3x32x32 (3x3 stride-1 stem, no max-pool,
   basic blocks [2, 2, 2, 2] x (64, 128, 256, 512), global mean pool, linear 10), n=128 (use
   ``--n 1024`` for the GPU target); written here, no torchvision. Only in the default set with
@@ -112,7 +119,10 @@ WORKER = Path(__file__).resolve().parent / "_nt_worker.py"
 TORCH_CONTENDERS = ["ntkmonitor:jacobian", "ntkmonitor:ntk_vp", "ntkmonitor:structured", "ntkmonitor:auto", "recipe"]
 NT_IMPLEMENTATIONS = ["AUTO", "JACOBIAN_CONTRACTION", "NTK_VECTOR_PRODUCTS", "STRUCTURED_DERIVATIVES"]
 NT_CONTENDERS = [f"neural-tangents:{impl}" for impl in NT_IMPLEMENTATIONS]
-DEFAULT_WORKLOADS = {"cpu": ["mlp", "resnet", "transformer"], "cuda": ["mlp", "resnet", "transformer", "resnet18"]}
+DEFAULT_WORKLOADS = {
+    "cpu": ["mlp", "resnet", "mobilenet", "transformer"],
+    "cuda": ["mlp", "resnet", "mobilenet", "transformer", "resnet18"],
+}
 
 # Vendor datasheet peaks (dense, boost clock), TFLOP/s: (fp32, tf32 tensor core, fp64 tensor core).
 GPU_PEAK_TFLOPS = {
@@ -166,6 +176,48 @@ class ResNet(nn.Module):
         return self.fc(self.layers(out).mean((2, 3)))
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion, depthwise 3x3 (``groups`` = channels), 1x1 projection; BatchNorm and
+    ReLU6; a residual connection when the shape is kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.expand = nn.Conv2d(cin, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
+        self.bn2 = nn.BatchNorm2d(hidden)
+        self.project = nn.Conv2d(hidden, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        h = F.relu6(self.bn1(self.expand(x)))
+        h = F.relu6(self.bn2(self.depthwise(h)))
+        h = self.bn3(self.project(h))
+        return x + h if self.residual else h
+
+
+class MobileNet(nn.Module):
+    """3x3 conv stem + BatchNorm + ReLU6, inverted residual blocks ``[(channels, stride, expansion), ...]``, mean
+    pool, linear."""
+
+    def __init__(self, in_ch: int, stem: int, blocks: list, classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        layers, cin = [], stem
+        for cout, stride, expand in blocks:
+            layers.append(InvertedResidual(cin, cout, stride, expand))
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = F.relu6(self.bn1(self.conv1(x)))
+        return self.fc(self.layers(out).mean((2, 3)))
+
+
 class TokenTransformer(nn.Module):
     """Embedding + learned positions -> ``nn.TransformerEncoderLayer`` x layers -> mean pool -> linear."""
 
@@ -204,6 +256,20 @@ WORKLOADS = {
         {"vocab": 20, "seq": 6, "d": 16, "heads": 2, "ff": 32, "layers": 1, "classes": 3},
         4,
     ),
+    "mobilenet": (
+        {
+            "arch": "mobilenet",
+            "in_ch": 3,
+            "hw": 32,
+            "stem": 16,
+            "blocks": [[16, 1, 4], [24, 2, 4], [24, 1, 4], [32, 2, 4], [32, 1, 4]],
+            "classes": 10,
+        },
+        128,
+        ["trace"],
+        {"hw": 8, "stem": 4, "blocks": [[4, 1, 2], [8, 2, 2]], "classes": 3},
+        4,
+    ),
     "resnet18": (
         {"arch": "resnet", "in_ch": 3, "hw": 32, "stem": 64, "blocks": _RESNET18_BLOCKS, "classes": 10},
         128,
@@ -232,8 +298,9 @@ def build_model(config: dict, seed: int = 0) -> nn.Module:
         for i in range(len(dims) - 1):
             layers += [nn.Linear(dims[i], dims[i + 1]), nn.ReLU()]
         model = nn.Sequential(*layers[:-1])
-    elif arch == "resnet":
-        model = ResNet(config["in_ch"], config["stem"], config["blocks"], config["classes"])
+    elif arch in ("resnet", "mobilenet"):
+        net = ResNet if arch == "resnet" else MobileNet
+        model = net(config["in_ch"], config["stem"], config["blocks"], config["classes"])
         gen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             for module in model.modules():
@@ -266,7 +333,7 @@ def make_inputs(config: dict, n: int, seed: int = 1) -> torch.Tensor:
     arch = config["arch"]
     if arch == "mlp":
         return torch.randn(n, config["dims"][0], generator=gen)
-    if arch == "resnet":
+    if arch in ("resnet", "mobilenet"):
         return torch.randn(n, config["in_ch"], config["hw"], config["hw"], generator=gen)
     return torch.randint(0, config["vocab"], (n, config["seq"]), generator=gen)
 
@@ -688,15 +755,19 @@ TARGETS = [
     ("mlp", "trace", "ntkmonitor:auto", "speedup_vs_recipe", 200.0, "MLP trace >= 200x faster than the recipe"),
     ("mlp", "trace", "ntkmonitor:auto", "memory_vs_recipe", 10.0, "MLP trace peak memory <= 1/10 of the recipe's"),
     ("mlp", "full", "ntkmonitor:auto", "speedup_vs_nt_best", 10.0, "MLP full >= 10x faster than NT best"),
-    ("resnet", "trace", "ntkmonitor:auto", "speedup_vs_nt_best", 1.0, "ResNet no slower than NT best"),
-    ("resnet", "trace", "ntkmonitor:auto", "speedup_vs_recipe", 1.0, "ResNet faster than the recipe"),
-    ("transformer", "trace", "ntkmonitor:auto", "speedup_vs_nt_best", 1.0, "Transformer no slower than NT best"),
-    ("transformer", "trace", "ntkmonitor:auto", "speedup_vs_recipe", 1.0, "Transformer faster than the recipe"),
+    ("resnet", "trace", "ntkmonitor:auto", "speedup_vs_nt_best", 2.0, "ResNet >= 2x faster than NT best"),
+    ("resnet", "trace", "ntkmonitor:auto", "speedup_vs_recipe", 3.0, "ResNet >= 3x faster than the recipe"),
+    ("mobilenet", "trace", "ntkmonitor:auto", "speedup_vs_recipe", 3.0, "Depthwise CNN >= 3x faster than the recipe"),
+    ("transformer", "trace", "ntkmonitor:auto", "speedup_vs_nt_best", 2.0, "Transformer >= 2x faster than NT best"),
+    ("transformer", "trace", "ntkmonitor:auto", "speedup_vs_recipe", 3.0, "Transformer >= 3x faster than the recipe"),
 ]
 
 
-def _check_targets(runs: list[dict]) -> list[dict]:
+def _check_targets(runs: list[dict], shared: dict | None = None) -> list[dict]:
     checks = []
+    if shared and "mlp" in shared:
+        value = shared["mlp"]["speedup"]
+        checks.append({"target": "DDP split, 2 processes >= 1.7x faster than 1", "value": value, "met": value >= 1.7})
     for workload, mode, contender, metric, threshold, text in TARGETS:
         run = next((r for r in runs if r["workload"] == workload and r["mode"] == mode), None)
         rec = None if run is None else run["contenders"].get(contender)
@@ -912,9 +983,11 @@ def _benchmark(args) -> dict:
     if args.repeats < 3:
         print(f"note: --repeats {args.repeats} < 3: fine for a smoke test, not for reported numbers", flush=True)
     workloads = args.workloads.split(",") if args.workloads else DEFAULT_WORKLOADS[device.type]
+    ddp = "ddp" in workloads
+    workloads = [name for name in workloads if name != "ddp"]
     for name in workloads:
         if name not in WORKLOADS:
-            raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+            raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}, ddp")
     args.modes = args.modes.split(",") if args.modes else None
     contenders = _parse_contenders(args.contenders)
     if args.count_flops is None:
@@ -936,6 +1009,14 @@ def _benchmark(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_entk_") as tmp:
         for name in workloads:
             runs += run_workload(name, args, contenders, nt_python, Path(tmp))
+    shared = None
+    if ddp:  # the kernel shared by 2 processes x 1 thread against 1 x 1 (bench_distributed.py)
+        import bench_distributed
+
+        print("[ddp] 2 processes x 1 thread vs 1 x 1 (bench_distributed.py)", flush=True)
+        n = args.n or (16 if args.quick else 256)
+        names = ["mlp", "resnet"]
+        shared = bench_distributed.main(["--n", str(n), "--repeats", str(args.repeats), "--workloads", *names])
 
     nt_versions = next(
         (
@@ -956,7 +1037,8 @@ def _benchmark(args) -> dict:
             **(nt_versions or {}),
         },
         "runs": runs,
-        "targets": _check_targets(runs) if not args.quick else [],
+        "ddp": shared,
+        "targets": _check_targets(runs, shared) if not args.quick else [],
     }
     print()
     print(

@@ -99,12 +99,14 @@ class ModelProfile:
         num_params: ``P``, the number of selected (differentiated) scalars.
         flops_per_example: forward FLOPs for one example (0 when unknown).
         activations_per_example: scalars produced by the forward pass of one example.
+        conv_flops_per_example: the part of ``flops_per_example`` in convolutions.
     """
 
     num_outputs: int
     num_params: int
     flops_per_example: float
     activations_per_example: float
+    conv_flops_per_example: float = 0.0
 
 
 class _ActivationCounter(torch.utils._python_dispatch.TorchDispatchMode):
@@ -310,13 +312,15 @@ class FunctionalModel:
 
         one = _inputs.take(x, slice(0, 1))
         counter = _ActivationCounter(self._protected)
-        flops = 0.0
+        flops = conv_flops = 0.0
         try:
             with torch.no_grad():
                 try:
                     with FlopCounterMode(display=False) as fc, counter:
                         out1 = self(self.primals, one)
                     flops = float(fc.get_total_flops())
+                    counts = fc.get_flop_counts().get("Global", {})
+                    conv_flops = float(sum(v for op, v in counts.items() if "convolution" in str(op)))
                 except (ModelOutputError, _InPlaceWriteError):
                     raise
                 except Exception:  # noqa: BLE001 - profiling is best effort; the real call follows
@@ -349,6 +353,7 @@ class FunctionalModel:
             num_params=self.num_params,
             flops_per_example=flops,
             activations_per_example=float(counter.count),
+            conv_flops_per_example=conv_flops,
         )
 
     def _guarded_call(self, x: _inputs.Batch) -> torch.Tensor:

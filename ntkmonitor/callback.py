@@ -16,9 +16,11 @@ Guarantees:
   skipped; ``strict=True`` re-raises instead.
 - **Resumable**: ``state_dict`` holds the probe and the reference, so a run resumed from a checkpoint
   continues against the same reference.
-- **DDP**: only global rank 0 measures and logs; the measurement uses no collective, so other ranks
-  cannot deadlock on it (they wait at their next gradient all-reduce instead). After ``ddp_spawn``,
-  ``monitor.history`` in the calling process holds rank 0's history.
+- **DDP**: every rank measures, each computing a share of the kernel's rows
+  (``empirical_ntk(..., distributed=True)``), so a measurement takes about ``1 / world_size`` of the time
+  one process would; the schedule (and the ``"auto"`` probe size) is decided on rank 0 and broadcast, so
+  all ranks measure at the same steps; only global rank 0 logs and writes the history. After
+  ``ddp_spawn``, ``monitor.history`` in the calling process holds rank 0's history.
 - **Nothing lost**: the history file is also written when training stops early (Ctrl+C, an exception), and
   never in a ``fast_dev_run`` dry run.
 
@@ -48,7 +50,7 @@ from torch import nn
 
 from . import _checks, drift
 from ._files import unlink_quietly, write_text_atomic
-from .errors import InputError, NTKMonitorWarning
+from .errors import InputError, NTKMonitorError, NTKMonitorWarning
 from .options import AnalysisOptions, KernelOptions
 from .record import Snapshot
 from .sinks import MetricsSink, Sink
@@ -232,6 +234,9 @@ class _NTKMonitorLogic:
         self.history_file = history_file
         self.strict = strict
         self.tracker: NTKTracker | None = None
+        self._shared = False
+        self._grow: Any = None
+        self._options: dict[str, Any] = {}
         self._pending_state: dict[str, Any] | None = None
         self._warm_up_end: float | None = None
         self._last_step: int | None = None
@@ -285,7 +290,8 @@ class _NTKMonitorLogic:
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         """Draw the probe and capture the reference (or restore it from a checkpoint)."""
-        if not trainer.is_global_zero:
+        self._shared = _shared_kernel(trainer)
+        if not self._measures(trainer):
             return
         start = time.perf_counter()
         self._warm_up_end = None
@@ -300,7 +306,7 @@ class _NTKMonitorLogic:
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Measure when an optimizer step completes a period (gradient accumulation respected)."""
-        if not trainer.is_global_zero or self.tracker is None or not self.tracker.has_reference:
+        if not self._measures(trainer) or self.tracker is None or not self.tracker.has_reference:
             return
         step = int(trainer.global_step)
         if step == self._last_step or step == 0:
@@ -314,14 +320,15 @@ class _NTKMonitorLogic:
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """Measure at the final step (if not yet measured), write figures and the history file."""
-        if not trainer.is_global_zero or self.tracker is None or not self.tracker.has_reference:
+        if not self._measures(trainer) or self.tracker is None or not self.tracker.has_reference:
             return
         step = int(trainer.global_step)
         if step != self._last_step:
             self._measure(trainer, pl_module, step, final=True)
         elif self.tracker.history:
             self._guard(trainer, "the final figures", lambda: self._log_sinks(final=True))
-        self._keep_history(trainer)
+        if trainer.is_global_zero:
+            self._keep_history(trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """Training stopped (Ctrl+C, an error): keep the history measured so far, as at the end of training."""
@@ -334,6 +341,33 @@ class _NTKMonitorLogic:
             self._guard(trainer, "the history hand-off", lambda: write_text_atomic(self._handoff, self._payload()))
 
     # ------------------------------------------------------------------ internals
+    def _measures(self, trainer: Any) -> bool:
+        """Whether this process measures: global rank 0, and every rank when the kernel is shared."""
+        return bool(trainer.is_global_zero or self._shared)
+
+    def _from_rank_zero(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank when the kernel is shared (decisions that depend on timing)."""
+        if not self._shared:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _all_ready(self, ok: bool) -> bool:
+        """Whether every rank got ``ok`` (one all-reduce when the kernel is shared): a rank that failed before the
+        kernel's collectives must not leave the others waiting in them."""
+        if not self._shared:
+            return ok
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
     def _guard(self, trainer: Any, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
@@ -362,10 +396,39 @@ class _NTKMonitorLogic:
         return module
 
     def _start(self, trainer: Any, pl_module: Any) -> None:
+        try:
+            self._build(trainer, pl_module)
+            ok = True
+        except Exception:
+            ok = False
+            raise
+        finally:
+            if not self._all_ready(ok):
+                self.tracker = None
+        if self.tracker is None:
+            raise NTKMonitorError("another rank failed to start the monitor (its warning says why)")
+        if self.tracker.has_reference:  # resumed from a checkpoint
+            return
+        self._with_grad(self.tracker.warm_up)
+        if self._grow is not None:
+            size = self._from_rank_zero(self._auto_probe_size(self._grow[1]) if trainer.is_global_zero else None)
+            if size > self.tracker.M:
+                self.tracker = NTKTracker(
+                    self._network(pl_module), self._grow[0](size), self.tracker.train_size, **self._options
+                )
+        self._grow = None
+        self._warm_up_end = time.perf_counter()  # the one-time torch.func warm-up is not charged to the budget
+        snap = self._with_grad(lambda: self.tracker.reference(step=self._last_step, epoch=int(trainer.current_epoch)))
+        self._log(trainer, snap)
+
+    def _build(self, trainer: Any, pl_module: Any) -> None:
+        """The tracker (and the sinks on rank 0): from the checkpoint when resuming, else on a drawn probe."""
         network = self._network(pl_module)
         analysis = dataclasses.replace(self.analysis_options, lr=self._resolve_lr(trainer))
-        options = {"kernel": self.kernel_options, "analysis": analysis}
-        self._sinks = self._make_sinks(trainer)
+        kernel = dataclasses.replace(self.kernel_options, distributed=True) if self._shared else self.kernel_options
+        self._options = options = {"kernel": kernel, "analysis": analysis}
+        self._sinks = self._make_sinks(trainer) if trainer.is_global_zero else []
+        self._grow = None
         if self._pending_state is not None:  # resumed from a checkpoint: same probe, same reference
             state, self._pending_state = self._pending_state, None
             self.tracker = NTKTracker(network, (state["x"], state["y"]), int(state["train_size"]), **options)
@@ -381,14 +444,7 @@ class _NTKMonitorLogic:
             )
         self.tracker = NTKTracker(network, probe, train_size, **options)
         self._last_step = int(trainer.global_step)
-        self._with_grad(self.tracker.warm_up)
-        if grow is not None:
-            size = self._auto_probe_size(grow[1])
-            if size > self.tracker.M:
-                self.tracker = NTKTracker(network, grow[0](size), train_size, **options)
-        self._warm_up_end = time.perf_counter()  # the one-time torch.func warm-up is not charged to the budget
-        snap = self._with_grad(lambda: self.tracker.reference(step=self._last_step, epoch=int(trainer.current_epoch)))
-        self._log(trainer, snap)
+        self._grow = grow
 
     def _resolve_lr(self, trainer: Any) -> float | None:
         if self.lr != "auto" or self.analysis_options.loss == "cross_entropy":
@@ -497,9 +553,10 @@ class _NTKMonitorLogic:
                 warm = max(1, min(SCHEDULE_WARM_UP, (total - first) // 50))
                 if step - first < warm:
                     return False
-                self._plan = self._plan_steps(step, total)
+                # every rank reaches this step together; rank 0's timing decides for all
+                self._plan = self._from_rank_zero(self._plan_steps(step, total))
         if not self._plan:
-            return self._within_budget()
+            return self._from_rank_zero(self._within_budget())
         return step in self._plan
 
     def _training_seconds(self) -> float:
@@ -593,6 +650,13 @@ class _NTKMonitorLogic:
         path = Path(log_dir) / self.history_file
         os.makedirs(path.parent, exist_ok=True)
         write_text_atomic(path, self._payload())
+
+
+def _shared_kernel(trainer: Any) -> bool:
+    """Whether the ranks share the kernel: more than one process in an initialized default process group."""
+    if getattr(trainer, "world_size", 1) <= 1 or not torch.distributed.is_available():
+        return False
+    return bool(torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1)
 
 
 def _is_tensorboard(logger: Any) -> bool:

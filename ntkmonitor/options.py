@@ -94,22 +94,26 @@ class NTKMethod(str, Enum):
       pass and one backward pass vectorized over the ``k`` outputs per block of examples, then
       time ``~ n^2 S^2 (d_in + k d_out)`` per layer (``S`` positions per example) instead of
       ``n^2 k d_in d_out``; no Jacobian is formed. ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``
-      (``groups=1``), ``nn.Embedding`` and the affine parameters of ``LayerNorm``, ``GroupNorm`` and
+      (grouped and depthwise too), ``nn.Embedding``, ``nn.MultiheadAttention``'s projections (both
+      layouts, with masks) and the affine parameters of ``LayerNorm``, ``RMSNorm``, ``GroupNorm`` and
       eval-mode ``BatchNorm`` are structured (per layer, factored or explicit, whichever is cheaper);
-      every other parameter (e.g. ``nn.MultiheadAttention``'s projections) falls back to per-example
-      Jacobians for its own entries. **Pick it** for MLPs, CNNs and Transformers whose parameters
-      sit mostly in such layers -- on the MLP 784-512-512-10 it is orders of magnitude faster than
-      the other two; its cost is ``math.inf`` (never picked) when no selected parameter is structured.
+      ``F.scaled_dot_product_attention`` runs as plain operations so its backward batches; every other
+      parameter (one used directly in ``forward``) falls back to per-example Jacobians for its own
+      entries. **Pick it** for MLPs, CNNs (ResNets, MobileNets) and Transformers whose parameters sit
+      in such layers -- on the MLP 784-512-512-10 it is orders of magnitude faster than the other two,
+      on a small ResNet and a MobileNet-style CNN 1.4x and 1.6x faster than ``JACOBIAN``; its cost is
+      ``math.inf`` (never picked) when no selected parameter is structured.
     - ``JACOBIAN_LOOP`` (``"jacobian_loop"``): the ``JACOBIAN`` method without ``vmap``: each example's
       Jacobian is built row by row (``jacrev(..., chunk_size=1)``) in a Python loop. The slowest, but
       it runs where ``vmap`` cannot batch the model: data-dependent control flow (Hugging Face attention
       masks), ``nn.RNN``/``nn.GRU``/``nn.LSTM``. **Pick it** only when the others fail; ``AUTO`` does.
     - ``AUTO`` (``"auto"``, default): estimates every method's cost with the formulas above (FLOPs of
       one forward pass are counted on one example with ``torch.utils.flop_counter``) and picks the
-      cheapest. Two calibration constants turn FLOPs into time: ``NTK_VP``'s FLOPs are weighted by
-      2.5 (many small ``jvp``/``vjp`` kernels run slower than one matrix product), and every Jacobian
-      entry written costs 500 FLOP-equivalents (memory bandwidth), so ``JACOBIAN`` loses when its
-      blocks do not fit the budget and must be recomputed. The estimate is within about 2x of the
+      cheapest. Calibration constants turn FLOPs into time: ``NTK_VP``'s and ``STRUCTURED``'s FLOPs are
+      weighted by 2.5 (many small kernels run slower than one matrix product), convolution FLOPs under
+      ``JACOBIAN``'s ``vmap`` by 3.5 (per-example weight gradients run as grouped convolutions), and
+      every Jacobian entry written costs 500 FLOP-equivalents (memory bandwidth), so ``JACOBIAN`` loses
+      when its blocks do not fit the budget and must be recomputed. The estimate is within about 2x of the
       faster method on the models measured (MLPs, small CNNs, Transformers on 2 CPU cores). Before its
       first use on a model, each method in cost order **proves it can run the model** on two examples;
       one that fails is skipped, with its reason kept (``ntkmonitor.kernel.method_report``) and a warning

@@ -47,7 +47,7 @@ def test_bench_entk_quick_every_workload_and_torch_contender(bench, tmp_path, ca
         [
             "--quick",
             "--workloads",
-            "mlp,resnet,transformer",
+            "mlp,resnet,mobilenet,transformer",
             "--contenders",
             ",".join(TORCH_CONTENDERS),
             "--repeats",
@@ -60,7 +60,13 @@ def test_bench_entk_quick_every_workload_and_torch_contender(bench, tmp_path, ca
             str(out),
         ]
     )
-    expected = {("mlp", "trace"), ("mlp", "full"), ("resnet", "trace"), ("transformer", "trace")}
+    expected = {
+        ("mlp", "trace"),
+        ("mlp", "full"),
+        ("resnet", "trace"),
+        ("mobilenet", "trace"),
+        ("transformer", "trace"),
+    }
     _check_runs(result, expected, TORCH_CONTENDERS)
     auto = [run["contenders"]["ntkmonitor:auto"]["auto_choice"] for run in result["runs"]]
     assert set(auto) <= {"jacobian", "ntk_vp", "structured"}
@@ -104,9 +110,10 @@ def test_bench_entk_skips_neural_tangents_with_a_reason(bench, monkeypatch, caps
     ("workload", "expected"),
     [
         # measured with this benchmark on 2 CPU cores (1 thread), trace mode:
-        ("mlp", "structured"),  # structured 0.097 s, jacobian 64.7 s, ntk_vp 22.8 s
-        ("resnet", "jacobian"),  # jacobian 4.16 s, structured 7.11 s, ntk_vp 112 s
-        ("transformer", "jacobian"),  # jacobian 0.375 s, structured 0.826 s, ntk_vp 8.15 s
+        ("mlp", "structured"),  # structured 0.042 s, jacobian 38.6 s, ntk_vp 22.8 s
+        ("resnet", "structured"),  # structured 2.28 s, jacobian 3.15 s, ntk_vp 112 s
+        ("mobilenet", "structured"),  # structured 7.0 s, jacobian 11.4 s
+        ("transformer", "jacobian"),  # jacobian 0.41 s, structured 0.58 s, ntk_vp 8.15 s
     ],
 )
 def test_auto_picks_the_method_measured_faster_on_the_benchmark_workloads(bench, workload, expected):
@@ -148,6 +155,16 @@ def test_bench_call_overhead_runs():
     bench = _load("benchmarks/bench_call_overhead.py")
     rows = bench.main(["--reps", "5"])
     assert [row["method"] for row in rows] and all(row["bare"] > 0 for row in rows)
+
+
+def test_bench_entk_ddp_workload_runs_the_shared_kernel(bench, monkeypatch, capsys):
+    """``--workloads ddp`` times the kernel on 2 gloo processes against 1 (MLP and ResNet) and checks its target."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))  # spawned ranks import it
+    result = bench.main(["--workloads", "ddp", "--n", "8", "--repeats", "1", "--threads", "1"])
+    assert set(result["ddp"]) == {"mlp", "resnet"}
+    assert all(row["alone_s"] > 0 and row["two_ranks_s"] > 0 for row in result["ddp"].values())
+    assert [t["target"] for t in result["targets"]] == ["DDP split, 2 processes >= 1.7x faster than 1"]
+    assert "2 x 1" in capsys.readouterr().out
 
 
 def test_bench_distributed_runs_on_two_processes(monkeypatch):

@@ -20,6 +20,14 @@ from .request import BlockPairs, KernelRequest, chunks, clamp_count
 
 Jacobian = dict[str, torch.Tensor]  # name -> (c, q, p)
 
+_CONV_COST = 3.5
+"""Weight of convolution FLOPs in ``vmap(jacrev)``: per-example weight gradients of a convolution run as
+convolutions grouped by example, which reach a fraction of a plain convolution's speed (depthwise ones
+even less). Calibrated on 2 CPU cores with ``benchmarks/bench_entk.py`` (1 thread) against
+``"structured"``: measured time ratios jacobian / structured were 1.4x (the small ResNet), 1.6x (the
+MobileNet-style CNN) and 0.7x (the Transformer, no convolutions); at 3.5 the cost ratios are 1.3x, 1.2x
+and 0.98x, so ``auto`` picks the faster method on each."""
+
 _WRITE_COST = 500.0
 """FLOP-equivalents per Jacobian entry materialized: per-example gradients are written (and read back)
 at memory bandwidth, not at matrix-product speed. Calibrated on 2 CPU cores against ``ntk_vp``."""
@@ -118,10 +126,12 @@ class JacobianMethod:
     def cost(self, request: KernelRequest) -> float:
         """``(3 [FP] + W P) k`` per example's Jacobian built, plus ``2 n1 n2 k P`` (``k^2`` in full mode).
 
-        ``W`` (:data:`_WRITE_COST`) prices writing one Jacobian entry to memory in FLOP-equivalents.
+        ``W`` (:data:`_WRITE_COST`) prices writing one Jacobian entry to memory in FLOP-equivalents; in
+        ``[FP]``, the forward FLOPs per example, convolutions count :data:`_CONV_COST` times.
         """
         k, P = request.k, request.fmodel.num_params
         fp = max(request.profile.flops_per_example, 2.0 * P)
+        fp += (_CONV_COST - 1.0) * request.profile.conv_flops_per_example
         c, _ = _plan(request)
         cached = request.n2 * k * P * request.itemsize <= request.budget / 2
         row_blocks = math.ceil(request.n1 / c)

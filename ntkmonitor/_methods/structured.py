@@ -12,11 +12,17 @@ which costs ``n1 n2 S1 S2 (d_in + k d_out)`` instead of ``n1 n2 k d_in d_out`` (
 "structured derivatives"). How the factors are obtained, for a block of ``c`` examples:
 
 1. The model runs once on the block under a :class:`~torch.overrides.TorchFunctionMode` that
-   intercepts ``F.linear``, ``F.conv1d``/``F.conv2d`` (``groups=1``), ``F.embedding``,
-   ``F.layer_norm``, ``F.group_norm`` and eval-mode ``F.batch_norm`` calls whose weight or bias is a
-   selected parameter. Each intercepted call records its input factor (``a``; unfolded patches for a
-   convolution, token ids for an embedding, the normalized input ``x_hat`` for a normalization)
-   and returns ``y + eps`` with ``eps`` a zero leaf tensor, so that ``d f / d eps = d f / d y``.
+   intercepts ``F.linear``, ``F.conv1d``/``F.conv2d`` (grouped and depthwise too), ``F.embedding``,
+   ``F.layer_norm``, ``F.rms_norm``, ``F.group_norm`` and eval-mode ``F.batch_norm`` calls whose weight
+   or bias is a selected parameter. Each intercepted call records its input factor (``a``; unfolded
+   patches for a convolution, token ids for an embedding, the normalized input ``x_hat`` for a
+   normalization) and returns ``y + eps`` with ``eps`` a zero leaf tensor, so that
+   ``d f / d eps = d f / d y``. Eval-mode batch norm is computed as its per-channel affine map, whose
+   backward batches over the outputs without a loop. ``F.multi_head_attention_forward`` (what
+   ``nn.MultiheadAttention`` calls, on sequence-first inputs) is replaced by the same function with the
+   examples first (:mod:`.attention`), so its projections are intercepted linear maps, and
+   ``F.scaled_dot_product_attention`` by its math in plain operations (the fused kernels' backward has no
+   batching rule).
 2. One backward pass, vectorized over the ``k`` one-hot output cotangents
    (``autograd.grad(..., is_grads_batched=True)``), gives ``g = d f_a / d y`` for every call.
    Examples are independent in eval mode, so the cotangent ``e_a`` on every example of the block
@@ -24,15 +30,16 @@ which costs ``n1 n2 S1 S2 (d_in + k d_out)`` instead of ``n1 n2 k d_in d_out`` (
 3. Per parameter: weights of linear maps, convolutions (a linear map over patches, positions =
    output locations) and embeddings (a linear map of one-hot ids: ``a_is . a_jt = [id_is == id_jt]``)
    are kept **factored** ``(A (c, S, d_in), G (c, k, S, d_out))`` or made **explicit**
-   ``J = sum_s G_s^T A_s`` of shape ``(c, k, d_out d_in)``, whichever the cost model prices lower;
+   ``J = sum_s G_s^T A_s`` of shape ``(c, k, d_out d_in)``, whichever the cost model prices lower
+   (a grouped convolution is always explicit, each output channel with its group's patches);
    biases (``sum_s g_s``) and normalization affine parameters (``sum_s g_s * x_hat_s``) are explicit,
    except that a bias always called with the same factored weight is folded into it as a constant
    input feature (``a -> [a, 1]``), which adds its block at no extra product.
    A parameter used by several intercepted calls (tied weights, a layer called twice) gets the
    calls' positions concatenated (factored) or their Jacobians summed (explicit).
 4. **Fallback.** Every selected parameter used in any other way (owned directly and used in
-   ``forward``, used by ``nn.MultiheadAttention``'s fused functional, a layer whose input does not
-   have the examples along its first dimension, ...) is found exactly: a probe pass on one and on
+   ``forward``, a layer whose input does not have the examples along its first dimension, an
+   attention call with ``bias_k``, ...) is found exactly: a probe pass on one and on
    two examples differentiates the output w.r.t. the parameters while the intercepted calls see
    detached copies, so any remaining gradient path means another use. Those parameters get
    per-example Jacobians by ``vmap(jacrev)`` (as ``method="jacobian"``), for their own entries only.
@@ -54,16 +61,17 @@ from torch.overrides import TorchFunctionMode
 
 from .. import _inputs
 from ..options import KernelMode
+from . import attention
 from .jacobian import contract
 from .request import BlockPairs, KernelRequest, chunks
 
 _EFFICIENCY_PENALTY = 2.5
 """Weight of the structured method's FLOPs (many medium-sized products, a batched backward, Python overhead).
 
-Calibrated on 2 CPU cores against ``"jacobian"`` with ``benchmarks/bench_entk.py``'s workloads: seconds per
-estimated FLOP were 1.3x (the small ResNet) to 1.9x (the Transformer, whose attention projections fall
-back to Jacobians) higher for ``"structured"`` at a weight of 1.5; at 2.5 ``auto`` picks the faster
-method on the MLP (structured, 300x faster), the ResNet and the Transformer (jacobian, 1.4x and 1.7x)."""
+Calibrated on 2 CPU cores (1 thread) against ``"jacobian"`` with ``benchmarks/bench_entk.py``'s workloads,
+together with ``"jacobian"``'s weight on convolutions: ``auto`` picks the faster method on the MLP
+(structured, ~900x faster), the small ResNet and the MobileNet-style CNN (structured, 1.4x and 1.6x) and the
+Transformer (jacobian, 1.4x; its attention's many small products and copies are not FLOPs)."""
 
 _OVERHEAD = 3e7
 """Fixed FLOP-equivalents of the probe passes and the Python work per call: on tiny requests
@@ -83,6 +91,7 @@ _SPECS: dict = {
     ),
     F.layer_norm: ("layer_norm", ("input", "normalized_shape", "weight", "bias", "eps"), (None, None, 1e-5)),
     F.group_norm: ("group_norm", ("input", "num_groups", "weight", "bias", "eps"), (None, None, 1e-5)),
+    F.rms_norm: ("rms_norm", ("input", "normalized_shape", "weight", "eps"), (None, None)),
     F.batch_norm: (
         "batch_norm",
         ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
@@ -131,6 +140,23 @@ def _patches(kind: str, x: torch.Tensor, w: torch.Tensor, stride, padding, dilat
     return cols.transpose(1, 2)
 
 
+def _batchable(kind: str, func, params: tuple, bound: dict) -> torch.Tensor:  # noqa: ANN001
+    """The intercepted call's output, computed so that its input gradient batches over cotangents without a loop:
+    eval-mode batch norm as a per-channel affine map, convolutions through :class:`_ConvInput`; other kinds as
+    ``func``. Parameters in ``bound`` are detached (their gradients come from the factors)."""
+    x = bound["input"]
+    if kind == "batch_norm" and x.requires_grad:
+        scale = torch.rsqrt(bound["running_var"] + bound["eps"])
+        if bound["weight"] is not None:
+            scale = scale * bound["weight"]
+        shift = -bound["running_mean"] * scale
+        if bound["bias"] is not None:
+            shift = shift + bound["bias"]
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+    return func(*[bound[p] for p in params])
+
+
 class _Capture(TorchFunctionMode):
     """Intercepts supported functional calls on selected parameters; see the module docstring.
 
@@ -147,12 +173,24 @@ class _Capture(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward:
+            out = attention.multi_head_attention(self._linear, *args, **kwargs)
+            if out is not None:
+                return out
+        elif func is F.scaled_dot_product_attention:
+            out = attention.scaled_dot_product_attention(*args, **kwargs)
+            if out is not None:
+                return out
         spec = _SPECS.get(func)
         if spec is not None:
             out = self._intercept(func, spec, args, kwargs)
             if out is not None:
                 return out
         return func(*args, **kwargs)
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``F.linear`` as if the model had called it (intercepted when it uses a selected parameter)."""
+        return self.__torch_function__(F.linear, (), (x, weight, bias))
 
     def _intercept(self, func, spec, args, kwargs):  # noqa: ANN001, ANN202
         kind, params, defaults = spec
@@ -177,47 +215,51 @@ class _Capture(TorchFunctionMode):
             return None
         data: dict = {}
         w = bound.get("weight")
+        xd = x.detach()
         if kind == "linear":
             if x.ndim < 2 or w is None or w.ndim != 2 or not x.is_floating_point():
                 return None
             if "weight" in roles:
-                data["A"] = x.detach().reshape(self.c, -1, x.shape[-1])
+                data["A"] = xd.reshape(self.c, -1, x.shape[-1])
         elif kind in ("conv1d", "conv2d"):
-            if bound["groups"] != 1 or x.ndim != (3 if kind == "conv1d" else 4):
+            if x.ndim != (3 if kind == "conv1d" else 4):
                 return None
+            data["groups"] = int(bound["groups"])
             if "weight" in roles:
-                data["A"] = _patches(kind, x.detach(), w, bound["stride"], bound["padding"], bound["dilation"])
+                data["A"] = _patches(kind, xd, w, bound["stride"], bound["padding"], bound["dilation"])
         elif kind == "embedding":
             if "weight" not in roles or bound["max_norm"] is not None or bound["scale_grad_by_freq"]:
                 return None
             pad = bound["padding_idx"]
             if pad is not None and pad < 0:
                 pad = w.shape[0] + pad
-            data["ids"], data["pad"], data["V"] = x.reshape(self.c, -1), pad, w.shape[0]
-        elif kind == "layer_norm":
+            data["ids"], data["pad"], data["V"] = xd.reshape(self.c, -1), pad, w.shape[0]
+        elif kind in ("layer_norm", "rms_norm"):
             ns = tuple(bound["normalized_shape"])
             if x.ndim <= len(ns):
                 return None
             data["nd"] = len(ns)
-            if "weight" in roles:
-                data["xhat"] = F.layer_norm(x.detach(), ns, None, None, bound["eps"])
+            if "weight" in roles and kind == "layer_norm":
+                data["xhat"] = F.layer_norm(xd, ns, None, None, bound["eps"])
+            elif "weight" in roles:
+                data["xhat"] = F.rms_norm(xd, ns, None, bound["eps"])
         elif kind == "group_norm":
             if x.ndim < 2:
                 return None
             if "weight" in roles:
-                data["xhat"] = F.group_norm(x.detach(), bound["num_groups"], None, None, bound["eps"])
+                data["xhat"] = F.group_norm(xd, bound["num_groups"], None, None, bound["eps"])
         else:  # batch_norm
             if bound["training"] or bound["running_mean"] is None or x.ndim < 2:
                 return None
             if "weight" in roles:
                 rm, rv = bound["running_mean"].detach(), bound["running_var"].detach()
-                data["xhat"] = F.batch_norm(x.detach(), rm, rv, None, None, False, 0.0, bound["eps"])
+                data["xhat"] = F.batch_norm(xd, rm, rv, None, None, False, 0.0, bound["eps"])
         for role in roles:
             bound[role] = bound[role].detach()
         for p, t in bound.items():  # e.g. buffers copied under inference_mode: not saveable for backward
             if isinstance(t, torch.Tensor) and t.is_inference():
                 bound[p] = t.clone()
-        y = func(*[bound[p] for p in params])
+        y = _batchable(kind, func, params, bound)
         eps = torch.zeros_like(y, requires_grad=True)
         sig = (kind, tuple(sorted(roles.items())), tuple(x.shape[1:]), tuple(y.shape[1:]))
         self.calls.append(_Call(kind, roles, eps, data, sig))
@@ -235,6 +277,7 @@ class _ParamInfo:
     d_in: int = 1  # A's feature size (V for an embedding)
     d_out: int = 1
     factored: bool = False
+    groups: int = 1  # a grouped convolution (always explicit: one Gram per group never costs less)
     partner: str | None = None  # a bias: the weight of exactly the same calls (linear, conv)
     folded: bool = False  # a bias folded into its factored weight as a constant input feature
 
@@ -253,8 +296,9 @@ def _call_sizes(call: _Call, c: int) -> tuple[int, int, int]:
     if call.kind == "linear":
         d_out = y_shape[-1]
         return max(1, math.prod(y_shape[:-1])), x_shape[-1], d_out
-    if call.kind in ("conv1d", "conv2d"):
-        return max(1, math.prod(y_shape[1:])), (call.data["A"].shape[-1] if "A" in call.data else 1), y_shape[0]
+    if call.kind in ("conv1d", "conv2d"):  # d_in: the patch size of one group (the weight's second dimension)
+        d_in = call.data["A"].shape[-1] // call.data["groups"] if "A" in call.data else 1
+        return max(1, math.prod(y_shape[1:])), d_in, y_shape[0]
     if call.kind == "embedding":
         return max(1, math.prod(x_shape)), call.data["V"], y_shape[-1]
     return max(1, math.prod(y_shape)), 1, 1
@@ -301,6 +345,7 @@ def _analyze(request: KernelRequest) -> _Analysis:
                 S, d_in, d_out = _call_sizes(call, 1)
                 info.S += S
                 info.d_in, info.d_out = d_in, d_out
+                info.groups = call.data.get("groups", 1)
         structured[name] = info
         counts[name] = sum(s.values())
     fallback = [name for name in fm.names if name not in structured]
@@ -353,46 +398,59 @@ def _decide(request: KernelRequest, an: _Analysis) -> None:
     for info in an.structured.values():
         if info.kind in _FACTORED_KINDS and info.role == "weight":
             fac, exp, build = _pair_costs(info, request)
-            info.factored = pairs * fac < pairs * exp + runs * build
+            info.factored = info.groups == 1 and pairs * fac < pairs * exp + runs * build
     for info in an.structured.values():
         info.folded = info.partner is not None and an.structured[info.partner].factored
 
 
-def _per_example_bytes(request: KernelRequest, an: _Analysis) -> tuple[float, float]:
-    """``(linear, quadratic)`` scalars of a block of ``c`` examples: ``c lin + c^2 quad``."""
+def _per_example_bytes(request: KernelRequest, an: _Analysis) -> tuple[float, float, float]:
+    """``(transient, kept, quadratic)`` scalars per example of a block of ``c`` examples.
+
+    Building a block holds ``c (transient + kept)`` (the activations and their ``k`` batched gradients, the
+    factors and explicit Jacobians); a built block keeps ``c kept``; contracting two blocks adds ``c^2 quadratic``
+    (the factored products)."""
     k, kk = request.k, _kk(request)
-    lin = an.activations * (k + 2)
+    transient = an.activations * (k + 2)
+    kept = 0.0
     quad = 0.0
     for info in an.structured.values():
         if info.folded:
             continue
         if info.factored:
-            lin += info.S * (info.d_in + k * info.d_out)
+            kept += info.S * (info.d_in + k * info.d_out)
             quad = max(quad, info.S * info.S * (kk + 1))
         else:
-            lin += 2 * k * info.numel
+            kept += k * info.numel
+            transient += k * info.numel  # the factors an explicit Jacobian is built from
     P_fb = sum(request.fmodel.primals[n].numel() for n in an.fallback)
-    lin += 2 * k * P_fb
-    return lin, quad + kk
+    kept += k * P_fb
+    transient += k * P_fb
+    return transient, kept, quad + kk
 
 
-def _plan(request: KernelRequest, an: _Analysis) -> int:
-    """Examples per block: ``chunk_size``, or the largest ``c`` whose two blocks fit half the budget."""
+def _plan(request: KernelRequest, an: _Analysis) -> tuple[int, bool]:
+    """``(examples per block, keep every column block)``.
+
+    Blocks: ``chunk_size``, or the largest ``c`` for which building one block while another is held, and
+    contracting them, fit half the budget. Column blocks are built once and kept when all of them fit in the
+    other half (else each row block rebuilds them)."""
     n = max(request.n1, request.n2)
-    lin, quad = _per_example_bytes(request, an)
+    transient, kept, quad = _per_example_bytes(request, an)
     size = request.itemsize
+    keep = request.n2 * kept * size <= request.budget / 2
     if request.chunk_size is not None:
         c = min(request.chunk_size, n)
         request.check_fits(
-            size * (2 * c * lin + c * c * quad),
+            size * (c * (transient + 2 * kept) + c * c * quad),
             f"the structured factors of two blocks of chunk_size={request.chunk_size} examples",
             "Pass a smaller chunk_size, or chunk_size=None to size blocks automatically.",
         )
-        return c
+        return c, keep
     half = request.budget / (2 * size)
-    # 2 c lin + c^2 quad <= half
-    c = (-2 * lin + math.sqrt(4 * lin * lin + 4 * quad * half)) / (2 * quad)
-    return max(1, min(n, int(c)))
+    lin = transient + 2 * kept
+    # c lin + c^2 quad <= half
+    c = (-lin + math.sqrt(lin * lin + 4 * quad * half)) / (2 * quad)
+    return max(1, min(n, int(c))), keep
 
 
 @dataclass
@@ -492,7 +550,7 @@ def _contribution(call: _Call, role: str, g: torch.Tensor, c: int, k: int):  # n
             G = G * (ids != call.data["pad"])[:, None, :, None].to(G.dtype)
         return ids, G
     gx = g * call.data["xhat"].unsqueeze(1) if role == "weight" else g
-    if kind == "layer_norm":
+    if kind in ("layer_norm", "rms_norm"):
         p = math.prod(g.shape[g.ndim - call.data["nd"] :])
         return gx.reshape(c, k, -1, p).sum(2)
     return gx.reshape(c, k, g.shape[2], -1).sum(-1)  # batch_norm, group_norm: (c, k, C)
@@ -504,6 +562,10 @@ def _materialize(info: _ParamInfo, A: torch.Tensor, G: torch.Tensor) -> torch.Te
     if info.kind == "embedding":
         J = torch.zeros(c, k, info.d_in, d, dtype=G.dtype, device=G.device)
         J.scatter_add_(2, A[:, None, :, None].expand(c, k, S, d), G)
+        return J.reshape(c, k, -1)
+    if info.groups > 1:  # output channel o = (group, o') sees only its group's input channels
+        g = info.groups
+        J = torch.einsum("iasgo,isgf->iagof", G.reshape(c, k, S, g, d // g), A.reshape(c, S, g, -1))
         return J.reshape(c, k, -1)
     return torch.einsum("iasd,isf->iadf", G, A).reshape(c, k, -1)
 
@@ -567,18 +629,23 @@ class StructuredMethod:
         if not an.structured:
             return math.inf
         _decide(request, an)
-        lin, quad = _per_example_bytes(request, an)
-        if (2 * lin + quad) * request.itemsize > request.budget / 2:
+        transient, kept, quad = _per_example_bytes(request, an)
+        if (transient + 2 * kept + quad) * request.itemsize > request.budget / 2:
             return math.inf  # not even one example per block fits: no output chunking here
         k, kk = request.k, _kk(request)
         fp = max(request.profile.flops_per_example, 2.0 * request.fmodel.num_params)
         pairs = request.n1 * request.n2 * (0.5 if request.symmetric else 1.0)
-        m = request.n1 if request.symmetric else request.n1 + request.n2
+        c, keep = _plan(request, an)
+        rows = math.ceil(request.n1 / c)
+        if request.symmetric:  # examples run: each once when the column blocks are kept, else once per row block
+            m = request.n1 if keep else request.n1 * (rows + 1) / 2
+        else:
+            m = request.n1 + request.n2 * (1 if keep else rows)
         work = m * (1 + 2 * k) * fp
         for info in an.structured.values():
             if info.kind in _FACTORED_KINDS and info.role == "weight":
                 fac, exp, build = _pair_costs(info, request)
-                work += min(pairs * fac, pairs * exp + m * build)
+                work += pairs * exp + m * build if info.groups > 1 else min(pairs * fac, pairs * exp + m * build)
             elif info.partner is None or not an.structured[info.partner].factored:
                 work += 2 * pairs * kk * info.numel
         P_fb = sum(request.fmodel.primals[n].numel() for n in an.fallback)
@@ -591,9 +658,7 @@ class StructuredMethod:
         """The kernel, summed over outputs in trace mode (blocks on and above the diagonal when symmetric)."""
         an = _analysis(request)
         _decide(request, an)
-        c = _plan(request, an)
-        lin, _ = _per_example_bytes(request, an)
-        cache_cols = request.n2 * lin * request.itemsize <= request.budget / 4
+        c, cache_cols = _plan(request, an)
         rows = chunks(request.n1, c)
         cols = None if request.symmetric else chunks(request.n2, c)
 
