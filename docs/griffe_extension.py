@@ -13,7 +13,7 @@ the source files are not touched:
 
 It also documents ``ntkmonitor.callback.NTKMonitor``, which the module builds at import time with ``type()``
 (so it works on either Lightning package): static analysis sees an attribute, so the extension replaces it
-with a class whose docstring is the module's ``_DOC`` and whose members come from ``_NTKMonitorLogic``.
+with a class whose docstring is the module's ``_DOC`` and whose members come from ``NTKMonitorLogic``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def to_markdown(docstring: str) -> str:
 
 def _document_callback_class(module: Module) -> None:
     members = module.members
-    if not {"NTKMonitor", "_NTKMonitorLogic", "_DOC"} <= members.keys() or not members["NTKMonitor"].is_attribute:
+    if not {"NTKMonitor", "NTKMonitorLogic", "_DOC"} <= members.keys() or not members["NTKMonitor"].is_attribute:
         return
     attribute = members["NTKMonitor"]
     text = inspect.cleandoc(ast.literal_eval(str(members["_DOC"].value)))
@@ -84,7 +84,7 @@ def _document_callback_class(module: Module) -> None:
         "NTKMonitor",
         lineno=attribute.lineno,
         endlineno=attribute.endlineno,
-        bases=[ExprName("_NTKMonitorLogic", parent=module)],
+        bases=[ExprName("NTKMonitorLogic", parent=module)],
     )
     style = module.docstring  # the module's docstring carries the configured parser (google) and its options
     cls.docstring = Docstring(

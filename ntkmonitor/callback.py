@@ -58,6 +58,7 @@ from .tracker import NTKTracker, probe_order
 
 __all__ = [
     "NTKMonitor",
+    "NTKMonitorLogic",
     "lightning_callback_class",
     "DEFAULT_PROBE_SIZE",
     "DEFAULT_MAX_PROBE_SIZE",
@@ -138,8 +139,14 @@ def _default_batch_to_xy(batch: Any) -> tuple[Any, torch.Tensor]:
     )
 
 
-class _NTKMonitorLogic:
-    """The callback's behaviour, independent of which Lightning package provides the base class."""
+class NTKMonitorLogic:
+    """The monitor callbacks' behaviour, independent of the training framework.
+
+    :class:`NTKMonitor` (Lightning) and :class:`ntkmonitor.integrations.transformers.NTKMonitorCallback` (Hugging
+    Face) drive it with a trainer object that has Lightning's attributes (``global_step``, ``is_global_zero``,
+    ``current_epoch``, ``world_size``, ...); the Hugging Face callback adapts its ``TrainerState`` to them and
+    overrides where the data, the sinks and the history file come from. The arguments are :class:`NTKMonitor`'s.
+    """
 
     def __init__(
         self,
@@ -396,30 +403,46 @@ class _NTKMonitorLogic:
         return module
 
     def _start(self, trainer: Any, pl_module: Any) -> None:
-        try:
-            self._build(trainer, pl_module)
-            ok = True
-        except Exception:
-            ok = False
-            raise
-        finally:
-            if not self._all_ready(ok):
-                self.tracker = None
-        if self.tracker is None:
-            raise NTKMonitorError("another rank failed to start the monitor (its warning says why)")
+        """Build the tracker, warm up, size the probe and capture the reference, in phases that every rank
+        finishes before the next begins when the kernel is shared (each phase but the first holds a kernel
+        collective, so a rank that failed must not skip it alone)."""
+        self._phase(lambda: self._build(trainer, pl_module))
         if self.tracker.has_reference:  # resumed from a checkpoint
             return
-        self._with_grad(self.tracker.warm_up)
+        self._phase(lambda: self._with_grad(self.tracker.warm_up))
         if self._grow is not None:
-            size = self._from_rank_zero(self._auto_probe_size(self._grow[1]) if trainer.is_global_zero else None)
-            if size > self.tracker.M:
-                self.tracker = NTKTracker(
-                    self._network(pl_module), self._grow[0](size), self.tracker.train_size, **self._options
-                )
-        self._grow = None
+            grow, self._grow = self._grow, None
+
+            def resize() -> None:
+                # every rank estimates (the estimate computes a kernel: a collective); rank 0's choice holds
+                size = self._from_rank_zero(self._auto_probe_size(grow[1]))
+                if size > self.tracker.M:
+                    self.tracker = NTKTracker(
+                        self._network(pl_module), grow[0](size), self.tracker.train_size, **self._options
+                    )
+
+            self._phase(resize)
         self._warm_up_end = time.perf_counter()  # the one-time torch.func warm-up is not charged to the budget
-        snap = self._with_grad(lambda: self.tracker.reference(step=self._last_step, epoch=int(trainer.current_epoch)))
+        snap = self._phase(
+            lambda: self._with_grad(
+                lambda: self.tracker.reference(step=self._last_step, epoch=int(trainer.current_epoch))
+            )
+        )
         self._log(trainer, snap)
+
+    def _phase(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``; when the kernel is shared, then every rank learns whether all succeeded, and all stop if one
+        failed (the failing rank with its own error, the others with :class:`~ntkmonitor.NTKMonitorError`)."""
+        try:
+            result = fn()
+        except Exception:
+            self._all_ready(False)
+            self.tracker = None
+            raise
+        if not self._all_ready(True):
+            self.tracker = None
+            raise NTKMonitorError("another rank failed to start the monitor (its warning says why)")
+        return result
 
     def _build(self, trainer: Any, pl_module: Any) -> None:
         """The tracker (and the sinks on rank 0): from the checkpoint when resuming, else on a drawn probe."""
@@ -491,14 +514,12 @@ class _NTKMonitorLogic:
                 "Expected a map-style validation or training dataset to draw the probe from, but found none "
                 "(iterable datasets cannot be indexed). Pass probe=(x, y) to NTKMonitor."
             )
-        from torch.utils.data import default_collate
-
         order = probe_order(len(dataset), self.seed)
 
         def draw(size: int) -> tuple[Any, torch.Tensor]:
             """The first ``size`` items of the private permutation (a larger probe contains a smaller one)."""
             with _preserve_rng():
-                batch = default_collate([dataset[i] for i in order[:size]])
+                batch = self._collate(trainer, [dataset[i] for i in order[:size]])
             x, y = self.batch_to_xy(batch)
             return x, torch.as_tensor(y)
 
@@ -506,6 +527,13 @@ class _NTKMonitorLogic:
         size = DEFAULT_PROBE_SIZE if auto else self.probe_size
         grow = (draw, len(order)) if auto and len(order) > size else None
         return draw(min(size, len(order))), from_train, grow
+
+    @staticmethod
+    def _collate(trainer: Any, items: list) -> Any:
+        """A batch of dataset items (``torch.utils.data.default_collate``)."""
+        from torch.utils.data import default_collate
+
+        return default_collate(items)
 
     @staticmethod
     def _dataset(trainer: Any, which: str) -> Any:
@@ -747,7 +775,7 @@ def lightning_callback_class(base: type) -> type:
         >>> issubclass(cls, pl.Callback)
         True
     """
-    return type("NTKMonitor", (_NTKMonitorLogic, base), {"__doc__": _DOC, "__module__": __name__})
+    return type("NTKMonitor", (NTKMonitorLogic, base), {"__doc__": _DOC, "__module__": __name__})
 
 
 def _default_base() -> type:

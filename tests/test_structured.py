@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ntkmonitor import empirical_ntk
+from ntkmonitor._methods import attention as _attention
 from ntkmonitor._methods import structured as _structured
 
 from . import models
@@ -168,6 +169,20 @@ class MobileNetBlock(nn.Module):
         return self.head(torch.tanh(self.row(h.flatten(2))).mean(-1))
 
 
+class SharedPositions(nn.Module):
+    """Position embeddings looked up with ids shared by every example, ``(1, L)`` (as Hugging Face models do);
+    ``index=True`` then takes row 0 of the result, where a per-example lookup must not be assumed."""
+
+    def __init__(self, index: bool) -> None:
+        super().__init__()
+        self.index = index
+        self.tok, self.pos, self.head = nn.Embedding(10, 4), nn.Embedding(6, 4), nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = self.pos(torch.arange(ids.shape[1])[None])
+        return self.head(torch.tanh(self.tok(ids) + (pos[0] if self.index else pos))).mean(1)
+
+
 def _with_mask(x: torch.Tensor, g: torch.Generator) -> dict:
     """``{"x", "mask"}`` with a padding mask (``True``: padded) covering each sequence's tail."""
     n, L = x.shape[:2]
@@ -204,6 +219,9 @@ def _make(kind: str):
             x1, x2 = _with_mask(x1, g), _with_mask(x2, g)
             x1["mask"], x2["mask"] = ~x1["mask"], ~x2["mask"]
         return SDPANet(variant), x1, x2
+    if kind.startswith("positions"):
+        ids = torch.randint(0, 10, (8, 6), generator=g)
+        return SharedPositions(index=kind == "positions_indexed"), ids[:5], ids[5:]
     if kind == "mobilenet":
         model = MobileNetBlock()
         with torch.no_grad():
@@ -227,6 +245,8 @@ KINDS = [
     "embedding",
     "raw_and_tied",
     "mobilenet",
+    "positions",
+    "positions_indexed",
     *ATTENTION_KINDS,
 ]
 
@@ -363,3 +383,28 @@ def _analysis_of(kind):
         profile = fm.profile(x1, n)
     problem = KernelRequest(fm, x1, None, n, n, KernelMode.TRACE, profile, None, 1 << 30)
     return _structured._analysis(problem)
+
+
+def test_shared_position_ids_are_structured_unless_the_result_mixes_examples():
+    assert "pos.weight" in _analysis_of("positions").structured
+    assert "pos.weight" in _analysis_of("positions_indexed").fallback  # pos[0]: checked, and exact by fallback
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_fully_masked_queries_match_torch(need_weights):
+    """A query whose keys are all masked: torch's attention gives 0 (NaN when it computes the weights)."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
+    mask = torch.ones(2, 1, 3, 3, dtype=torch.bool)
+    mask[0, :, 1] = False
+    expected = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    torch.testing.assert_close(_attention.scaled_dot_product_attention(q, q, q, attn_mask=mask), expected)
+    mha = nn.MultiheadAttention(4, 2, batch_first=True).double()
+    x = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    padding = torch.tensor([[True, True, True], [False, False, True]])
+    with torch.no_grad():
+        ref = mha(x, x, x, key_padding_mask=padding, need_weights=need_weights)[0]
+        with _structured._Capture({}, 2):
+            got = mha(x, x, x, key_padding_mask=padding, need_weights=need_weights)[0]
+    torch.testing.assert_close(got, ref, equal_nan=True)
+    assert bool(got[0].isnan().all()) == need_weights

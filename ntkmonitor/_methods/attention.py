@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 Linear = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -132,7 +133,15 @@ def scaled_dot_product_attention(*args: object, **kwargs: object) -> torch.Tenso
         scores = scores.masked_fill(~causal, -math.inf)
     if mask is not None:
         scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask.to(scores.dtype)
-    return torch.softmax(scores, dim=-1) @ v
+    return _softmax_masked_rows_zero(scores) @ v
+
+
+def _softmax_masked_rows_zero(scores: torch.Tensor) -> torch.Tensor:
+    """``softmax(scores, -1)``, with rows whose scores are all ``-inf`` (every key masked) 0 instead of NaN, as
+    torch's ``scaled_dot_product_attention`` returns them (a fully padded query of a left-padded batch)."""
+    weights = torch.softmax(scores, dim=-1)
+    empty = torch.isneginf(scores).all(dim=-1, keepdim=True)
+    return torch.where(empty, torch.zeros((), dtype=weights.dtype, device=weights.device), weights)
 
 
 def multi_head_attention(linear: Linear, *args: object, **kwargs: object) -> tuple | None:
@@ -198,9 +207,31 @@ def multi_head_attention(linear: Linear, *args: object, **kwargs: object) -> tup
     scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
     if mask is not None:
         scores = scores + mask
-    weights = torch.softmax(scores, dim=-1)  # (N, H, L, S)
+    # (N, H, L, S); like the original: fully masked rows are 0 without weights (its SDPA path), NaN with them
+    weights = torch.softmax(scores, dim=-1) if b["need_weights"] else _softmax_masked_rows_zero(scores)
     out = (weights @ v).transpose(1, 2).reshape(N, L, E)
     out = linear(out, b["out_proj_weight"], b["out_proj_bias"]).transpose(0, 1)  # (L, N, E)
     if not b["need_weights"]:
         return out, None
     return out, (weights.mean(dim=1) if b["average_attn_weights"] else weights)
+
+
+class PlainAttention(TorchFunctionMode):
+    """Runs ``F.scaled_dot_product_attention`` as :func:`scaled_dot_product_attention` (plain operations), so that
+    ``vmap`` batches it: the fused CPU kernels have no batching rule, and ``vmap`` would call them once per example.
+
+    Example:
+        >>> q = torch.randn(2, 3, 4)
+        >>> with PlainAttention():
+        ...     out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        >>> out.shape
+        torch.Size([2, 3, 4])
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, D105
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            out = scaled_dot_product_attention(*args, **kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)

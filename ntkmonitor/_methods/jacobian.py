@@ -16,6 +16,7 @@ from torch.func import jacrev, vmap
 
 from .. import _inputs
 from ..options import KernelMode
+from . import attention
 from .request import BlockPairs, KernelRequest, chunks, clamp_count
 
 Jacobian = dict[str, torch.Tensor]  # name -> (c, q, p)
@@ -67,7 +68,8 @@ def _jacobian(request: KernelRequest, x: _inputs.Batch, ex: slice, out: slice, v
 
     block = _inputs.take(x, ex)
     if vectorized:
-        jac = vmap(jacrev(f), in_dims=(None, 0))(fm.primals, block)
+        with attention.PlainAttention():
+            jac = vmap(jacrev(f), in_dims=(None, 0))(fm.primals, block)
     else:  # no vmap anywhere: one example at a time, one output row at a time (chunk_size=1 loops)
         count = _inputs.validate_batch(block, "x")
         rows = [jacrev(f, chunk_size=1)(fm.primals, _inputs.tree_map(lambda t, i=i: t[i], block)) for i in range(count)]

@@ -60,6 +60,7 @@ from torch.func import jacrev, vmap
 from torch.overrides import TorchFunctionMode
 
 from .. import _inputs
+from ..errors import KernelMemoryError
 from ..options import KernelMode
 from . import attention
 from .jacobian import contract
@@ -211,6 +212,11 @@ class _Capture(TorchFunctionMode):
             if name is not None and (self.allowed is None or name in self.allowed):
                 roles[role] = name
         x = bound["input"]
+        expanded = kind == "embedding" and isinstance(x, torch.Tensor) and x.ndim >= 2 and x.shape[0] == 1 < self.c
+        if expanded:
+            # ids shared by every example (position ids (1, L)): looked up per example, so that each example's
+            # gradient is its own; the analysis checks that the (c, L, d) result only meets its own example
+            x = bound["input"] = x.expand(self.c, *x.shape[1:])
         if not roles or not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] != self.c:
             return None
         data: dict = {}
@@ -261,6 +267,8 @@ class _Capture(TorchFunctionMode):
                 bound[p] = t.clone()
         y = _batchable(kind, func, params, bound)
         eps = torch.zeros_like(y, requires_grad=True)
+        if expanded:
+            data["expanded"] = True
         sig = (kind, tuple(sorted(roles.items())), tuple(x.shape[1:]), tuple(y.shape[1:]))
         self.calls.append(_Call(kind, roles, eps, data, sig))
         return y + eps
@@ -319,8 +327,9 @@ def _analyze(request: KernelRequest) -> _Analysis:
                 out = fm(leaves, xb)
             used: set[str] = set()
             if out.requires_grad:
+                used |= _mixed_examples(out, cap.calls)
                 grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
-                used = {name for name, g in zip(leaves, grads, strict=True) if g is not None}
+                used |= {name for name, g in zip(leaves, grads, strict=True) if g is not None}
             results.append((cap.calls, used, out.shape[1]))
     (calls1, used1, k), (calls2, used2, _) = results
     sig1: dict[str, Counter] = {}
@@ -358,6 +367,23 @@ def _analyze(request: KernelRequest) -> _Analysis:
             info.partner = w
     acts = sum(call.eps.numel() for call in calls1)
     return _Analysis(structured, fallback, counts, float(max(acts, k)))
+
+
+def _mixed_examples(out: torch.Tensor, calls: list[_Call]) -> set[str]:
+    """Parameters of expanded calls (shared ids looked up per example) whose rows reach another example's output:
+    the model used the ``(c, ...)`` result in a way the ``(1, ...)`` one would not (``pos[0]``, a sum over the
+    first dimension); they fall back to exact Jacobians."""
+    expanded = [call for call in calls if call.data.get("expanded")]
+    if not expanded or out.shape[0] < 2:
+        return set()
+    mixed: set[str] = set()
+    for i in range(out.shape[0]):
+        grads = torch.autograd.grad(out[i].sum(), [c.eps for c in expanded], retain_graph=True, allow_unused=True)
+        for call, g in zip(expanded, grads, strict=True):
+            others = torch.cat([g[:i], g[i + 1 :]]) if g is not None else None
+            if others is not None and bool(others.ne(0).any()):
+                mixed |= set(call.roles.values())
+    return mixed
 
 
 def _analysis(request: KernelRequest) -> _Analysis:
@@ -529,7 +555,11 @@ def _block(request: KernelRequest, an: _Analysis, x: _inputs.Batch, ex: slice) -
         def f(p: dict, xi: _inputs.Batch) -> torch.Tensor:
             return fm.single({**rest, **p}, xi)
 
-        jac = vmap(jacrev(f), in_dims=(None, 0))(fb, xb)
+        try:
+            jac = vmap(jacrev(f), in_dims=(None, 0))(fb, xb)
+        except RuntimeError:  # data-dependent control flow (.item(), Hugging Face masks): one example at a time
+            rows = [jacrev(f)(fb, _inputs.tree_map(lambda t, i=i: t[i], xb)) for i in range(c)]
+            jac = {n: torch.stack([r[n] for r in rows]) for n in fb}
         explicit.update({n: j.reshape(j.shape[0], j.shape[1], -1) for n, j in jac.items()})
     return _Block(explicit, factored)
 
@@ -635,7 +665,10 @@ class StructuredMethod:
         k, kk = request.k, _kk(request)
         fp = max(request.profile.flops_per_example, 2.0 * request.fmodel.num_params)
         pairs = request.n1 * request.n2 * (0.5 if request.symmetric else 1.0)
-        c, keep = _plan(request, an)
+        try:
+            c, keep = _plan(request, an)
+        except KernelMemoryError:  # the user's chunk_size does not fit: another method may
+            return math.inf
         rows = math.ceil(request.n1 / c)
         if request.symmetric:  # examples run: each once when the column blocks are kept, else once per row block
             m = request.n1 if keep else request.n1 * (rows + 1) / 2
