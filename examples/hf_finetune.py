@@ -1,7 +1,7 @@
 """Fine-tuning in the kernel regime? A Hugging Face ``Trainer`` with ``NTKMonitorCallback``, full and LoRA.
 
 Run:
-    python examples/hf_finetune.py                  # about 2 minutes on 2 CPU cores
+    python examples/hf_finetune.py                  # about 40 s on 2 CPU cores
     python examples/hf_finetune.py --quick          # seconds (smoke test)
     python -m tensorboard.main --logdir hf_runs     # then open the printed URL
 
@@ -148,10 +148,15 @@ def finetune(encoder: transformers.BertModel, kind: str, out: Path, steps: int, 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     last = callback.history[-1]
     measured = sum(s.seconds for s in callback.history)
-    print(f"{kind} fine-tuning: {trainable:,} trainable parameters, {steps} steps in {seconds:.1f} s, "
-          f"{len(callback.history)} NTK measurements ({measured:.1f} s) on a {callback.tracker.M}-point probe")  # fmt: skip
-    print(f"  verdict at step {last.step}: {last.verdict} (kernel distance {last.kernel_distance:.3g}, "
-          f"relative parameter change {last.parameter_change:.3g})")  # fmt: skip
+    count, probe = len(callback.history), callback.tracker.M
+    print(
+        f"{kind} fine-tuning: {trainable:,} trainable parameters, {steps} steps in {seconds:.1f} s, "
+        f"{count} NTK measurements ({measured:.1f} s) on a {probe}-point probe"
+    )
+    print(
+        f"  verdict at step {last.step}: {last.verdict} (kernel distance {last.kernel_distance:.3g}, "
+        f"relative parameter change {last.parameter_change:.3g})"
+    )
     print(
         f"  learnability: actual {last.learnability_actual:.3f}; predicted from the initial kernel "
         f"{last.learnability_predicted_init:.3f} [{last.learnability_predicted_init_lower:.3f}, "

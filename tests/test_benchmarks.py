@@ -175,3 +175,14 @@ def test_bench_distributed_runs_on_two_processes(monkeypatch):
     bench = importlib.import_module("bench_distributed")
     rows = bench.main(["--n", "16", "--repeats", "1", "--workloads", "cnn"])
     assert rows["cnn"]["alone_s"] > 0 and rows["cnn"]["two_ranks_s"] > 0
+
+
+def test_bench_large_probe_smoke(monkeypatch):
+    """Smoke test of ``benchmarks/bench_large_probe.py`` (the 16k-point numbers are in RESULTS.md): the checks it
+    reports are real (a block against float64 per-example Jacobians, eigenpair residuals)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    result = importlib.import_module("bench_large_probe").main(["--n", "128", "--check", "6", "--top-k", "3"])
+    assert result["block_rel_err"] < 1e-5 and result["max_eigen_residual"] < 1e-6
+    assert result["kernel_s"] > 0 and result["peak_rss_gib"] > 0

@@ -207,6 +207,7 @@ class _Recorder(pl.Callback):
                 "shared": tracker.ntk.options.distributed,
                 "probe": (tracker.x, tracker.y),
                 "train_size": tracker.train_size,
+                "M": tracker.M,
             },
             f"{self.out}/rank{trainer.global_rank}.pt",
         )
@@ -221,10 +222,11 @@ class _Recorder(pl.Callback):
             torch.save(weights, f"{self.out}/weights{trainer.global_step}.pt")
 
 
-def _fit_ddp(tmp_path, monitor=None):
+def _fit_ddp(tmp_path, monitor=None, val=None):
     pl.seed_everything(0, verbose=False)
     module = lm.MLPModule()
-    train, val = lm.loaders("mlp")
+    train, default_val = lm.loaders("mlp")
+    val = default_val if val is None else val
     callbacks = [] if monitor is None else [monitor, _Recorder(monitor, tmp_path)]
     trainer = lm.trainer(
         tmp_path, callbacks=callbacks, max_steps=4, devices=2, strategy="ddp_spawn", logger=CSVLogger(tmp_path, "ddp")
@@ -277,6 +279,21 @@ def test_ddp_shares_the_kernel_logs_once_and_equals_a_single_process_history(tmp
     plain = _fit_ddp(tmp_path / "without")
     for name, value in plain.state_dict().items():
         assert torch.equal(value, trained.state_dict()[name]), f"{name} differs with the monitor under DDP"
+
+
+def test_ddp_auto_probe_size_is_decided_once_for_every_rank(tmp_path):
+    """With probe_size="auto" (the default) and a validation set larger than the pilot probe, sizing the probe
+    computes a kernel (a collective) on every rank, and rank 0's size holds on all (regression: it deadlocked)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(600, 6, generator=g)
+    val = DataLoader(TensorDataset(x, x[:, :2].clone()), batch_size=64)  # MLPModule: 6 inputs, 2 outputs
+    monitor = NTKMonitor(every_n_steps=2)
+    _fit_ddp(tmp_path, monitor, val=val)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["M"] == ranks[1]["M"] >= 256
+    assert ranks[0]["steps"] == ranks[1]["steps"] == [0, 2, 4]
 
 
 def _fails_on_rank_one(batch):

@@ -79,7 +79,22 @@ def lora(model):
     return peft.get_peft_model(model, config)
 
 
-def train(tmp_path, model, callback=None, *, steps: int = 6, report_to=("tensorboard",), resume=None, **kwargs):
+def train(
+    tmp_path,
+    model,
+    callback=None,
+    *,
+    steps: int = 6,
+    report_to=("tensorboard",),
+    resume=None,
+    dataset=None,
+    collator=collate,
+    callbacks=None,
+    **kwargs,
+):
+    """Train ``model`` for ``steps`` steps on :class:`TokenDataset` (or ``dataset``, a class) with ``callback`` (or the
+    list ``callbacks``); ``kwargs`` go to ``TrainingArguments``."""
+    dataset = dataset or TokenDataset
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path),
         max_steps=steps,
@@ -96,10 +111,10 @@ def train(tmp_path, model, callback=None, *, steps: int = 6, report_to=("tensorb
     trainer = transformers.Trainer(
         model=model,
         args=args,
-        train_dataset=TokenDataset(48, seed=1),
-        eval_dataset=TokenDataset(24, seed=2),
-        data_collator=collate,
-        callbacks=[callback] if callback is not None else None,
+        train_dataset=dataset(48, seed=1),
+        eval_dataset=dataset(24, seed=2),
+        data_collator=collator,
+        callbacks=callbacks if callbacks is not None else ([callback] if callback is not None else None),
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
@@ -202,22 +217,7 @@ def test_other_reporters_get_the_scalars(tmp_path, monkeypatch):
 
     FakeReporter.__module__ = "transformers.integrations.fake"
     callback = NTKMonitorCallback(every_n_steps=3, probe_size=16)
-    args = dict(report_to=())
-    model = tiny_bert()
-    trainer_args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=8, report_to=[], use_cpu=True,
-        save_strategy="no", disable_tqdm=True, logging_steps=1000,
-    )  # fmt: skip
-    trainer = transformers.Trainer(
-        model=model,
-        args=trainer_args,
-        train_dataset=TokenDataset(48, seed=1),
-        eval_dataset=TokenDataset(24, seed=2),
-        data_collator=collate,
-        callbacks=[FakeReporter(), callback],
-    )
-    del args
-    trainer.train()
+    train(tmp_path, tiny_bert(), callbacks=[FakeReporter(), callback], report_to=())
     assert [step for step, _ in received] == [0, 3, 6]
     assert "ntk/drift/kernel_distance" in received[-1][1]
 
@@ -250,16 +250,5 @@ def test_unused_columns_are_removed_from_the_probe_as_the_trainer_removes_them(t
         return collate(features)
 
     callback = NTKMonitorCallback(every_n_steps=3, probe_size=16, strict=True)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, report_to=[], use_cpu=True,
-        save_strategy="no", disable_tqdm=True, logging_steps=1000,
-    )  # fmt: skip
-    transformers.Trainer(
-        model=tiny_bert(),
-        args=args,
-        train_dataset=WithText(48, seed=1),
-        eval_dataset=WithText(24, seed=2),
-        data_collator=strict_collate,
-        callbacks=[callback],
-    ).train()
+    train(tmp_path, tiny_bert(), callback, steps=3, report_to=(), dataset=WithText, collator=strict_collate)
     assert [s.step for s in callback.history] == [0, 3]
