@@ -463,7 +463,8 @@ class NTKMonitorLogic:
             _rank_zero_warn(
                 "NTKMonitor: no validation data, so the probe was drawn from the training set. Actual "
                 "learnability on training points is inflated by memorization (it tends to 1); pass a held-out "
-                "probe=(x, y) or a val_dataloader for meaningful numbers."
+                "probe=(x, y), or validation data (Lightning: a val_dataloader; Hugging Face: eval_dataset), for "
+                "meaningful numbers."
             )
         self.tracker = NTKTracker(network, probe, train_size, **options)
         self._last_step = int(trainer.global_step)
@@ -526,6 +527,10 @@ class NTKMonitorLogic:
         auto = self.probe_size == "auto"
         size = DEFAULT_PROBE_SIZE if auto else self.probe_size
         grow = (draw, len(order)) if auto and len(order) > size else None
+        if not auto and size > len(order):
+            _rank_zero_warn(
+                f"NTKMonitor: probe_size={size} but the dataset has {len(order)} items; the probe is all {len(order)}."
+            )
         return draw(min(size, len(order))), from_train, grow
 
     @staticmethod

@@ -228,15 +228,15 @@ class NTKMonitorCallback(transformers.TrainerCallback):
     """Hugging Face ``Trainer`` callback that monitors training (fine-tuning) against NTK theory.
 
     ``Trainer(model, args, train_dataset=..., eval_dataset=..., callbacks=[NTKMonitorCallback()])`` works with no
-    arguments; see the module docstring for where the probe, ``n`` and the outputs come from, and
-    ``docs/huggingface.md`` for the logged keys (those of :class:`~ntkmonitor.NTKMonitor`).
+    arguments; see the module docstring (and ``docs/huggingface.md``) for where the probe, ``n`` and the outputs come
+    from, and ``docs/callback.md`` for the logged keys (those of :class:`~ntkmonitor.NTKMonitor`).
 
     Args:
         probe: explicit ``(x, y)``: ``x`` a dict of model inputs ``(M, ...)`` (``input_ids``, ``attention_mask``),
             ``y`` the targets.
         output_fn: maps the model's output to ``(n, k)``; default :func:`logits`.
         **kwargs: every other argument of :class:`~ntkmonitor.NTKMonitor` (``probe_size``, ``every_n_steps``,
-            ``params``, ``method``, ``loss``, ``strict``, ``history_file``, ...).
+            ``train_size``, ``params``, ``method``, ``loss``, ``strict``, ``history_file``, ...).
 
     Example:
         >>> from ntkmonitor.integrations.transformers import NTKMonitorCallback
@@ -304,7 +304,9 @@ class NTKMonitorCallback(transformers.TrainerCallback):
     def _restore(self, args: Any, state: Any, resume: str | None) -> None:
         prefix = transformers.trainer_utils.PREFIX_CHECKPOINT_DIR
         candidates = [Path(resume)] if resume else []
-        candidates.append(Path(args.output_dir) / f"{prefix}-{state.global_step}")
+        default = Path(args.output_dir) / f"{prefix}-{state.global_step}"
+        if not any(c.resolve() == default.resolve() for c in candidates):
+            candidates.append(default)
         for folder in candidates:
             path = folder / STATE_FILE
             if path.is_file():
