@@ -71,6 +71,7 @@ def _rank(rank: int, size: int, store: str, args: argparse.Namespace, out: str) 
         times = {name: _time(name, args.n, args.repeats, True) for name in args.workloads}
         if rank == 0:
             torch.save(times, out)
+        dist.barrier()  # both ranks done with every collective before either tears the group down
     finally:
         dist.destroy_process_group()
 
