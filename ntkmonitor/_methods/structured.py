@@ -579,11 +579,17 @@ def _contribution(call: _Call, role: str, g: torch.Tensor, c: int, k: int):  # n
         if call.data["pad"] is not None:
             G = G * (ids != call.data["pad"])[:, None, :, None].to(G.dtype)
         return ids, G
-    gx = g * call.data["xhat"].unsqueeze(1) if role == "weight" else g
+    # normalization: the weight's gradient sums g * x_hat over positions, the bias's sums g (one contraction, no
+    # (c, k, ...) temporary)
     if kind in ("layer_norm", "rms_norm"):
         p = math.prod(g.shape[g.ndim - call.data["nd"] :])
-        return gx.reshape(c, k, -1, p).sum(2)
-    return gx.reshape(c, k, g.shape[2], -1).sum(-1)  # batch_norm, group_norm: (c, k, C)
+        if role == "weight":
+            return torch.einsum("iasp,isp->iap", g.reshape(c, k, -1, p), call.data["xhat"].reshape(c, -1, p))
+        return g.reshape(c, k, -1, p).sum(2)
+    if role == "weight":  # batch_norm, group_norm: (c, k, C)
+        C = g.shape[2]
+        return torch.einsum("iacs,ics->iac", g.reshape(c, k, C, -1), call.data["xhat"].reshape(c, C, -1))
+    return g.reshape(c, k, g.shape[2], -1).sum(-1)
 
 
 def _materialize(info: _ParamInfo, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
