@@ -143,8 +143,9 @@ def _patches(kind: str, x: torch.Tensor, w: torch.Tensor, stride, padding, dilat
 
 def _batchable(kind: str, func, params: tuple, bound: dict) -> torch.Tensor:  # noqa: ANN001
     """The intercepted call's output, computed so that its input gradient batches over cotangents without a loop:
-    eval-mode batch norm as a per-channel affine map, convolutions through :class:`_ConvInput`; other kinds as
-    ``func``. Parameters in ``bound`` are detached (their gradients come from the factors)."""
+    eval-mode batch norm as its per-channel affine map (the batching rule of ``native_batch_norm_backward``
+    loops); other kinds as ``func``. Parameters in ``bound`` are detached (their gradients come from the
+    factors)."""
     x = bound["input"]
     if kind == "batch_norm" and x.requires_grad:
         scale = torch.rsqrt(bound["running_var"] + bound["eps"])
@@ -219,7 +220,7 @@ class _Capture(TorchFunctionMode):
             x = bound["input"] = x.expand(self.c, *x.shape[1:])
         if not roles or not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] != self.c:
             return None
-        data: dict = {}
+        data: dict = {"expanded": True} if expanded else {}
         w = bound.get("weight")
         xd = x.detach()
         if kind == "linear":
@@ -267,8 +268,6 @@ class _Capture(TorchFunctionMode):
                 bound[p] = t.clone()
         y = _batchable(kind, func, params, bound)
         eps = torch.zeros_like(y, requires_grad=True)
-        if expanded:
-            data["expanded"] = True
         sig = (kind, tuple(sorted(roles.items())), tuple(x.shape[1:]), tuple(y.shape[1:]))
         self.calls.append(_Call(kind, roles, eps, data, sig))
         return y + eps

@@ -88,6 +88,7 @@ class _TrainerView:
 
     def __init__(self, trainer: Any, args: Any, state: Any, optimizer: Any = None) -> None:
         self.trainer, self.args, self.state = trainer, args, state
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it: lr="auto" reads the inner one
         self.optimizers = [optimizer] if optimizer is not None else []
         self.fast_dev_run = False
 
@@ -147,13 +148,6 @@ class _HFLogic(NTKMonitorLogic):
         if isinstance(dataset, dict):  # several eval datasets: the first
             dataset = next(iter(dataset.values()), None)
         return dataset
-
-    def _resolve_lr(self, trainer: _TrainerView) -> float | None:
-        if self.lr == "auto":
-            opt = trainer.optimizers[0] if trainer.optimizers else None
-            inner = getattr(opt, "optimizer", opt)  # accelerate wraps the optimizer
-            trainer.optimizers = [inner] if inner is not None else []
-        return super()._resolve_lr(trainer)
 
     def _make_sinks(self, trainer: _TrainerView) -> list[Sink]:
         sinks: list[Sink] = []
